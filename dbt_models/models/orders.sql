@@ -1,0 +1,19 @@
+with items as (
+    select
+        order_id,
+        list(struct_pack(sku := sku, quantity := quantity, unit_price := unit_price) order by line_no) as line_items,
+        sum(quantity * unit_price)::decimal(12, 2) as order_total
+    from {{ ref('raw_order_items') }}
+    group by order_id
+)
+select
+    o.order_id,
+    o.user_id,
+    u.email,
+    o.ordered_at,
+    o.status,
+    i.line_items,
+    i.order_total
+from {{ ref('raw_orders') }} as o
+join {{ ref('raw_users') }} as u using (user_id)
+left join items as i using (order_id)

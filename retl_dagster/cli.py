@@ -1,0 +1,312 @@
+"""`retl`: the command line over the same Dagster definitions the UI shows (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from dotenv import load_dotenv
+
+from retl_dagster.engine.warehouse import PROJECT_ROOT
+
+EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 2
+
+# Hightouch's words for a run's state, from what `_retl.sync_runs` says.
+STATUS_WORDS = {
+    "querying": "Querying",
+    "preparing": "Preparing",
+    "queued": "Queued",
+    "in_progress": "In Progress",
+    "succeeded": "Healthy",
+    "partial": "Partial",
+    "failed": "Failed",
+}
+
+
+def ensure_dagster_home() -> Path:
+    """Share `$DAGSTER_HOME` with `dagster dev`: read the project's `.env`, and on first use
+    write `DAGSTER_HOME=<project>/.dagster_home` into it (dagster dev loads .env by itself)."""
+    env_file = PROJECT_ROOT / ".env"
+    load_dotenv(env_file, override=False)
+    if not os.environ.get("DAGSTER_HOME"):
+        home = PROJECT_ROOT / ".dagster_home"
+        with env_file.open("a", encoding="utf-8") as fh:
+            fh.write(f"DAGSTER_HOME={home}\n")
+        os.environ["DAGSTER_HOME"] = str(home)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _load_defs() -> Any:
+    from retl_dagster.definitions import defs
+
+    return defs()
+
+
+def _configs(defs: Any) -> dict[str, Any]:
+    from retl_dagster.components.references import sync_configs
+
+    return {c.name: c for c in sync_configs(defs)}
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+def _sync_config(defs: Any, name: str) -> Any:
+    configs = _configs(defs)
+    if name not in configs:
+        _fail(f"no sync named '{name}'. Syncs: {', '.join(configs) or 'none'}")
+    return configs[name]
+
+
+def _run_row(sync: str, run_id: str) -> dict[str, Any] | None:
+    from retl_dagster.engine.runs import RUN_COLUMNS
+    from retl_dagster.engine.state import SYNC_RUNS
+    from retl_dagster.engine.warehouse import Warehouse
+
+    with Warehouse(read_only=True) as wh:
+        rows = wh.fetchall(
+            f"select {', '.join(RUN_COLUMNS)} from {SYNC_RUNS} where sync = ? and run_id = ?",
+            [sync, run_id],
+        )
+    return dict(zip(RUN_COLUMNS, rows[0], strict=True)) if rows else None
+
+
+def summary(row: dict[str, Any]) -> dict[str, Any]:
+    """The `--json` shape of a run (DESIGN.md §4)."""
+    started, finished = row.get("started_at"), row.get("finished_at")
+    duration = (finished - started).total_seconds() if started and finished else None
+    out = {
+        "sync": row["sync"],
+        "status": row["status"],
+        "run_id": row["run_id"],
+        "rows_queried": row.get("rows_queried"),
+        "added": row.get("added"),
+        "changed": row.get("changed"),
+        "removed": row.get("removed"),
+        "succeeded": row.get("succeeded"),
+        "rejected": row.get("rejected"),
+        "duration_s": round(duration, 3) if duration is not None else None,
+        "started_at": started.isoformat() if started else None,
+        "dagster_run_id": row.get("dagster_run_id"),
+    }
+    if row.get("error"):
+        out["error"] = row["error"]
+    return out
+
+
+def _summary_line(s: dict[str, Any]) -> str:
+    def n(k: str) -> str:
+        return "-" if s.get(k) is None else str(s[k])
+
+    return (
+        f"sync {s['sync']} {s['status']}: run {s['run_id']}, {n('rows_queried')} rows queried, "
+        f"{n('added')} added, {n('changed')} changed, {n('removed')} removed, "
+        f"{n('succeeded')} succeeded, {n('rejected')} rejected in {n('duration_s')}s"
+    )
+
+
+@click.group()
+def main() -> None:
+    """Reverse ETL on Dagster: validate, run and inspect syncs."""
+    ensure_dagster_home()
+
+
+@main.command()
+def validate() -> None:
+    """Load every declaration and check each sync against the warehouse."""
+    from retl_dagster.components.destinations import DestinationResource
+    from retl_dagster.engine import diff
+    from retl_dagster.engine.models import model_select
+    from retl_dagster.engine.warehouse import Warehouse
+
+    try:
+        defs = _load_defs()
+    except Exception as exc:  # component loading wraps our errors; show the innermost
+        cause: BaseException = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        _fail(str(cause) if str(cause) else str(exc))
+    errors: list[str] = []
+    for name, res in (defs.resources or {}).items():
+        if isinstance(res, DestinationResource):
+            try:
+                res.client().close()
+            except Exception as exc:
+                errors.append(str(exc))
+    configs = _configs(defs)
+    location = os.environ.get("RETL_WAREHOUSE")
+    wh_ok = True
+    try:
+        wh = Warehouse(read_only=True)
+        wh.con  # noqa: B018 - opens it
+    except Exception as exc:
+        wh_ok = False
+        click.echo(
+            f"warning: warehouse {location or 'data/warehouse.duckdb'} not readable ({exc}); "
+            "model columns were not checked. Build the models first (see README).",
+            err=True,
+        )
+    if wh_ok:
+        with wh:
+            for cfg in configs.values():
+                try:
+                    sql = model_select(cfg)
+                    diff.model_columns(wh, cfg, sql)
+                    report = diff.check_keys(wh, cfg, sql)
+                    if not report.ok:
+                        errors.append(report.describe(cfg.name, cfg.primary_key))
+                except Exception as exc:
+                    errors.append(str(exc))
+    for e in errors:
+        click.echo(f"error: {e}", err=True)
+    if errors:
+        sys.exit(EXIT_FAILED)
+    click.echo(f"ok: {len(configs)} sync(s) valid: {', '.join(configs)}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--verbose", is_flag=True, help="Show Dagster's run log.")
+def sync(name: str, as_json: bool, verbose: bool) -> None:
+    """Run sync NAME once through Dagster (recorded in $DAGSTER_HOME, visible in the UI).
+
+    Exit 0: everything delivered; 2: some records rejected; 1: the run failed.
+    """
+    import dagster as dg
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from retl_dagster.components import sync as sync_component
+    from retl_dagster.engine.runs import new_run_id
+
+    defs = _load_defs()
+    _sync_config(defs, name)
+    instance = dg.DagsterInstance.get()
+    run_id = new_run_id()
+    instance.add_dynamic_partitions(sync_component.partitions_def_name(name), [run_id])
+    job = defs.resolve_job_def(sync_component.job_name(name))
+
+    show_bar = sys.stderr.isatty() and not as_json
+    bar = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), transient=True, disable=not show_bar,
+    )
+    task = bar.add_task(f"sync {name}", total=None)
+
+    def on_progress(sync_name: str, done: int, total: int) -> None:
+        if sync_name == name:
+            bar.update(task, completed=done, total=total)
+
+    sync_component.progress_listeners.append(on_progress)
+    log_level = "INFO" if verbose else "CRITICAL"
+    started = time.monotonic()
+    try:
+        with bar:
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=run_id,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                tags={"retl/trigger": "cli"},
+            )
+    finally:
+        sync_component.progress_listeners.remove(on_progress)
+    row = _run_row(name, run_id) or {
+        "sync": name, "run_id": run_id, "status": "failed", "error": "the run did not start",
+    }
+    if not result.success and row["status"] != "failed":
+        row["status"] = "failed"
+        failures = [e for e in result.all_events if e.is_step_failure]
+        if failures and failures[0].step_failure_data:
+            row["error"] = failures[0].step_failure_data.error.message.strip()
+    out = summary(row)
+    if out["duration_s"] is None:
+        out["duration_s"] = round(time.monotonic() - started, 3)
+    out["dagster_run_id"] = result.run_id
+    if as_json:
+        click.echo(json.dumps(out, default=str))
+    else:
+        click.echo(_summary_line(out))
+        if out.get("error"):
+            click.echo(f"error: {out['error']}", err=True)
+    sys.exit({"succeeded": EXIT_OK, "partial": EXIT_PARTIAL}.get(out["status"], EXIT_FAILED))
+
+
+def _history(name: str, limit: int) -> list[dict[str, Any]]:
+    from retl_dagster.engine.runs import run_history
+    from retl_dagster.engine.warehouse import Warehouse
+
+    try:
+        with Warehouse(read_only=True) as wh:
+            return [summary(r) for r in run_history(wh, name, limit)]
+    except Exception as exc:
+        if "lock" in str(exc).lower():
+            _fail("the warehouse is locked by a running sync; try again when it finishes")
+        return []  # no warehouse yet: no runs
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """Every sync: model, destination, mode, status and last run."""
+    import dagster as dg
+
+    from retl_dagster.components.sync import job_name
+
+    defs = _load_defs()
+    instance = dg.DagsterInstance.get()
+    rows = []
+    for name, cfg in _configs(defs).items():
+        last = next(iter(_history(name, 1)), None)
+        state = "Pending" if last is None else STATUS_WORDS.get(last["status"], last["status"])
+        if last and last["status"] in ("querying", "preparing", "queued", "in_progress"):
+            runs = instance.get_run_records(
+                dg.RunsFilter(job_name=job_name(name)), limit=1
+            )
+            if runs and runs[0].dagster_run.is_finished:
+                state = "Incomplete"  # the run ended without finishing the sync
+        if not cfg.enabled:
+            state = "Disabled"
+        rows.append({
+            "sync": name, "status": state, "model": f"{cfg.model.kind}: "
+            f"{cfg.model.dbt or cfg.model.table or 'inline sql'}", "destination": cfg.destination,
+            "mode": cfg.mode, "last_run": last,
+        })
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("sync", "status", "model", "destination", "mode", "last run")
+    for r in rows:
+        last = r["last_run"]
+        table.add_row(r["sync"], r["status"], r["model"], r["destination"], r["mode"],
+                      f"{last['started_at']} ({last['status']})" if last else "never")
+    Console().print(table)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=20, show_default=True)
+def runs(name: str, as_json: bool, limit: int) -> None:
+    """Run history of sync NAME with its counts."""
+    _sync_config(_load_defs(), name)
+    history = _history(name, limit)
+    if as_json:
+        click.echo(json.dumps(history, default=str))
+        return
+    if not history:
+        click.echo(f"sync {name} has not run yet")
+    for s in history:
+        click.echo(_summary_line(s))

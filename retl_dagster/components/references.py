@@ -1,0 +1,56 @@
+"""Cross-declaration checks Dagster cannot make: a sync's destination exists and supports it."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from retl_dagster.components.destinations import DestinationResource, resource_key
+from retl_dagster.components.sync import CONFIG_METADATA_KEY
+from retl_dagster.destinations import DESTINATION_TYPES
+from retl_dagster.engine.config import ConfigError, SyncConfig
+
+
+def sync_configs(defs: dg.Definitions) -> list[SyncConfig]:
+    """Every sync in the definitions, read back from its diff asset's metadata."""
+    configs: dict[str, SyncConfig] = {}
+    for asset in defs.assets or []:
+        if not isinstance(asset, dg.AssetsDefinition):
+            continue
+        for spec in asset.specs:
+            raw = spec.metadata.get(CONFIG_METADATA_KEY)
+            if raw is not None:
+                data = raw.value if isinstance(raw, dg.JsonMetadataValue) else raw
+                cfg = SyncConfig.model_validate(data)
+                configs[cfg.name] = cfg
+    return sorted(configs.values(), key=lambda c: c.name)
+
+
+def check_references(defs: dg.Definitions) -> None:
+    resources = defs.resources or {}
+    declared = sorted(
+        r.destination_name for r in resources.values() if isinstance(r, DestinationResource)
+    )
+    for cfg in sync_configs(defs):
+        res = resources.get(resource_key(cfg.destination))
+        if not isinstance(res, DestinationResource):
+            raise ConfigError(
+                cfg.name,
+                "destination",
+                f"no destination named '{cfg.destination}' is declared (declared: "
+                f"{', '.join(declared) or 'none'})",
+                "declare it in a `retl_dagster.components.Destinations` defs.yaml "
+                "(retl_dagster/defs/destinations/) or correct the name",
+            )
+        cls = DESTINATION_TYPES[res.destination_type]
+        if cfg.mode not in cls.modes:
+            raise ConfigError(
+                cfg.name, "mode",
+                f"destination '{cfg.destination}' ({cls.type}) does not support mode '{cfg.mode}'",
+                f"use one of {sorted(cls.modes)}",
+            )
+        if cfg.delete_behavior not in cls.delete_behaviors:
+            raise ConfigError(
+                cfg.name, "delete_behavior",
+                f"destination '{cfg.destination}' ({cls.type}) cannot '{cfg.delete_behavior}'",
+                f"use one of {sorted(cls.delete_behaviors)}",
+            )

@@ -1,0 +1,261 @@
+"""The Sync component: one sync's YAML -> model asset, run-partitioned diff and load assets, job."""
+# No `from __future__ import annotations`: Dagster inspects the real type of `context`.
+
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+
+from retl_dagster.components.destinations import DestinationResource, resource_key
+from retl_dagster.engine import diff as diff_stage
+from retl_dagster.engine.config import ConfigError, SyncConfig
+from retl_dagster.engine.delivery import LoadResult, load
+from retl_dagster.engine.models import model_select
+from retl_dagster.engine.runs import record_run
+from retl_dagster.engine.state import SyncTables
+from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse
+
+WAREHOUSE_POOL = "retl_warehouse"
+"""Dagster concurrency pool of every step that writes the warehouse (DuckDB: one writer)."""
+CONFIG_METADATA_KEY = "retl/config"
+PROGRESS_LOG_EVERY_S = 5.0
+
+ProgressListener = Callable[[str, int, int], None]
+progress_listeners: list[ProgressListener] = []
+"""Called with (sync, done, total) during a load; `retl sync` draws its progress bar from this."""
+
+
+def partitions_def_name(sync: str) -> str:
+    # Dynamic partition sets are instance-wide: one per sync.
+    return f"retl_{sync}_runs"
+
+
+def job_name(sync: str) -> str:
+    return f"sync_{sync}"
+
+
+def diff_key(sync: str) -> dg.AssetKey:
+    return dg.AssetKey(["retl", sync, "diff"])
+
+
+def load_key(sync: str) -> dg.AssetKey:
+    return dg.AssetKey(["retl", sync, "load"])
+
+
+def model_key(config: SyncConfig) -> dg.AssetKey:
+    src = config.model
+    if src.dbt:
+        return dg.AssetKey([src.dbt])  # dagster-dbt's default key for a model
+    if src.table:
+        return dg.AssetKey(["warehouse", *src.table.split(".")])
+    return dg.AssetKey(["retl", config.name, "model"])
+
+
+def _fail(message: str) -> dg.Failure:
+    return dg.Failure(description=message)
+
+
+def _load_metadata(result: LoadResult, status: str) -> dict[str, Any]:
+    md: dict[str, Any] = {
+        "status": status,
+        "planned": dg.MetadataValue.int(result.planned),
+        "succeeded": dg.MetadataValue.int(result.total_succeeded),
+        "rejected": dg.MetadataValue.int(result.total_rejected),
+        "removed_not_sent": dg.MetadataValue.int(result.skipped_removals),
+        "batches": dg.MetadataValue.int(result.batches),
+        "duration_s": dg.MetadataValue.float(round(result.duration_s, 3)),
+    }
+    for op in ("added", "changed", "removed"):
+        md[f"{op}_succeeded"] = dg.MetadataValue.int(result.succeeded[op])
+        md[f"{op}_rejected"] = dg.MetadataValue.int(result.rejected[op])
+    if result.rejected_samples:
+        lines = ["| id | op | error | payload |", "|---|---|---|---|"]
+        for s in result.rejected_samples:
+            cells = [str(s["id"]), s["op"], str(s["error"]), str(s["payload"])]
+            lines.append("| " + " | ".join(c.replace("|", "\\|")[:300] for c in cells) + " |")
+        md["rejected_samples"] = dg.MetadataValue.md("\n".join(lines))
+    return md
+
+
+def build_sync_defs(config: SyncConfig) -> dg.Definitions:
+    """All Dagster definitions of one sync. A function, so each sync closes over its own config."""
+    name = config.name
+    partitions = dg.DynamicPartitionsDefinition(name=partitions_def_name(name))
+    group = f"sync_{name}"
+    dest_key = resource_key(config.destination)
+    tables = SyncTables(name)
+    config_json = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    description = config.description or (
+        f"{config.model.kind} model -> {config.destination} ({config.mode})"
+    )
+    assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
+
+    if config.model.sql:
+        sql = config.model.sql
+
+        @dg.asset(
+            key=model_key(config),
+            group_name=group,
+            kinds={"duckdb", "sql"},
+            description=f"Inline model of sync {name}: a view `{STATE_SCHEMA}.{name}__model`.",
+            pool=WAREHOUSE_POOL,
+        )
+        def sql_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            with Warehouse() as wh:
+                wh.execute(f"create schema if not exists {STATE_SCHEMA}")
+                wh.execute(f'create or replace view {STATE_SCHEMA}."{name}__model" as {sql}')
+                row = wh.fetchone(f'select count(*) from {STATE_SCHEMA}."{name}__model"')
+            return dg.MaterializeResult(metadata={"dagster/row_count": int(row[0]) if row else 0})
+
+        assets.append(sql_model)
+    elif config.model.table:
+        assets.append(
+            dg.AssetSpec(
+                key=model_key(config),
+                group_name="warehouse",
+                kinds={"duckdb", "table"},
+                description=f"Warehouse table {config.model.table}, read by sync {name}.",
+            )
+        )
+
+    check_name = "primary_key_unique_not_null"
+
+    @dg.asset(
+        key=diff_key(name),
+        deps=[model_key(config)],
+        partitions_def=partitions,
+        group_name=group,
+        kinds={"duckdb", "retl"},
+        description=f"Added/changed/removed rows of one run of sync {name}, computed in the "
+        f"warehouse and stored in {tables.diff}. One partition per run.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                check_name,
+                asset=diff_key(name),
+                blocking=True,
+                description=f"'{config.primary_key}' is unique and never null in the model; "
+                "a failure stops the run before anything is sent.",
+            )
+        ],
+        metadata={CONFIG_METADATA_KEY: dg.MetadataValue.json(config_json)},
+        pool=WAREHOUSE_POOL,
+    )
+    def diff_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        run_id = context.partition_key
+        with Warehouse() as wh:
+            record_run(wh, name, run_id, status="querying", dagster_run_id=context.run_id)
+            try:
+                model_sql = model_select(config)
+                diff_stage.model_columns(wh, config, model_sql)
+                keys = diff_stage.check_keys(wh, config, model_sql)
+            except ConfigError as exc:
+                record_run(wh, name, run_id, status="failed", error=str(exc), finished=True)
+                raise _fail(str(exc)) from exc
+            if not keys.ok:
+                message = keys.describe(name, config.primary_key)
+                context.log.error(message)
+                record_run(wh, name, run_id, status="failed", error=message, rows_queried=keys.rows,
+                           finished=True)
+                return dg.MaterializeResult(
+                    metadata={"rows_queried": dg.MetadataValue.int(keys.rows), "error": message},
+                    check_results=[
+                        dg.AssetCheckResult(
+                            check_name=check_name,
+                            passed=False,
+                            severity=dg.AssetCheckSeverity.ERROR,
+                            description=message,
+                            metadata={
+                                "null_keys": dg.MetadataValue.int(keys.null_keys),
+                                "duplicate_keys": dg.MetadataValue.int(keys.duplicate_keys),
+                                "duplicate_samples": dg.MetadataValue.json(
+                                    [{"key": k, "count": n} for k, n in keys.duplicate_samples]
+                                ),
+                            },
+                        )
+                    ],
+                )
+            record_run(wh, name, run_id, status="preparing", rows_queried=keys.rows)
+            counts = diff_stage.compute_diff(wh, config, model_sql, run_id, keys.rows)
+            record_run(
+                wh, name, run_id, status="queued",
+                added=counts.added, changed=counts.changed, removed=counts.removed,
+            )
+        context.log.info(
+            f"sync {name}: {counts.rows_queried} rows queried, {counts.added} added, "
+            f"{counts.changed} changed, {counts.removed} removed"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "rows_queried": dg.MetadataValue.int(counts.rows_queried),
+                "added": dg.MetadataValue.int(counts.added),
+                "changed": dg.MetadataValue.int(counts.changed),
+                "removed": dg.MetadataValue.int(counts.removed),
+                "diff_table": tables.diff,
+            },
+            check_results=[dg.AssetCheckResult(check_name=check_name, passed=True)],
+        )
+
+    @dg.asset(
+        key=load_key(name),
+        deps=[diff_key(name)],
+        partitions_def=partitions,
+        group_name=group,
+        kinds={"retl"},
+        description=f"Delivery of one run of sync {name} to destination "
+        f"'{config.destination}'; state advances only for acknowledged records.",
+        required_resource_keys={dest_key},
+        metadata={CONFIG_METADATA_KEY: dg.MetadataValue.json(config_json)},
+        pool=WAREHOUSE_POOL,
+    )
+    def load_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        run_id = context.partition_key
+        resource: DestinationResource = getattr(context.resources, dest_key)
+        last_log = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done >= total or now - last_log[0] >= PROGRESS_LOG_EVERY_S:
+                last_log[0] = now
+                pct = 100.0 * done / total if total else 100.0
+                context.log.info(f"sync {name}: {done}/{total} records delivered ({pct:.0f}%)")
+            for listener in progress_listeners:
+                listener(name, done, total)
+
+        with Warehouse() as wh:
+            record_run(wh, name, run_id, status="in_progress", dagster_run_id=context.run_id)
+            try:
+                with resource.client() as destination:
+                    result = load(wh, config, destination, run_id, progress=progress)
+            except Exception as exc:
+                record_run(wh, name, run_id, status="failed", error=str(exc)[:2000], finished=True)
+                raise
+            status = "partial" if result.total_rejected else "succeeded"
+            record_run(
+                wh, name, run_id, status=status,
+                succeeded=result.total_succeeded, rejected=result.total_rejected, finished=True,
+            )
+        if result.total_rejected:
+            context.log.warning(
+                f"sync {name}: {result.total_rejected} record(s) rejected; they stay pending and "
+                "are retried on the next run. First: " + str(result.rejected_samples[:3])
+            )
+        return dg.MaterializeResult(metadata=_load_metadata(result, status))
+
+    assets += [diff_asset, load_asset]
+    job = dg.define_asset_job(
+        job_name(name),
+        selection=dg.AssetSelection.assets(diff_key(name), load_key(name)),
+        partitions_def=partitions,
+        description=f"Run sync {name}: diff then deliver. One partition per run.",
+        tags={"retl/sync": name},
+    )
+    return dg.Definitions(assets=assets, jobs=[job])
+
+
+class Sync(dg.Component, dg.Resolvable, SyncConfig):
+    """A Reverse ETL sync declared in `defs.yaml` (DESIGN.md §3)."""
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return build_sync_defs(SyncConfig.model_validate(self.model_dump(by_alias=True)))

@@ -1,0 +1,31 @@
+"""The code location: everything under `retl_dagster/defs/`, checked for broken references."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+
+from retl_dagster.components.references import check_references
+from retl_dagster.engine.models import DBT_EXECUTABLE, DBT_MANIFEST, DBT_PROJECT_DIR
+
+
+def ensure_dbt_manifest() -> None:
+    """`dbt parse` once if the manifest is missing (a fresh clone); it never opens the warehouse."""
+    if DBT_MANIFEST.exists():
+        return
+    subprocess.run(
+        [DBT_EXECUTABLE, "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
+         "--profiles-dir", str(DBT_PROJECT_DIR)],
+        check=True,
+        cwd=DBT_PROJECT_DIR,
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    ensure_dbt_manifest()
+    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    check_references(loaded)
+    return loaded

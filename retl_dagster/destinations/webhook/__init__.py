@@ -1,0 +1,6 @@
+"""Generic webhook destination: JSON batches over HTTP POST, signed, idempotent (DESIGN.md §5)."""
+
+from retl_dagster.destinations.webhook.client import WebhookDestination
+from retl_dagster.destinations.webhook.config import WebhookConfig
+
+__all__ = ["WebhookConfig", "WebhookDestination"]

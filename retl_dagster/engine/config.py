@@ -1,0 +1,159 @@
+"""Sync configuration: the typed shape of a sync's `defs.yaml` attributes (DESIGN.md §3).
+
+Plain pydantic, no Dagster: the `Sync` component, `retl validate` and the tests share it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import pydantic
+
+SyncMode = Literal["insert", "update", "upsert", "mirror", "events"]
+DeleteBehavior = Literal["nothing", "clear", "delete"]
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A declaration is wrong; the message names the sync, the field and the fix."""
+
+    def __init__(self, sync: str, field: str, problem: str, fix: str) -> None:
+        self.sync, self.field, self.problem, self.fix = sync, field, problem, fix
+        super().__init__(f"sync '{sync}', field '{field}': {problem}. Fix: {fix}")
+
+
+class _Strict(pydantic.BaseModel):
+    # Unknown keys are typos far more often than intent: refuse them.
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ModelSource(_Strict):
+    """Where the rows come from: exactly one of `sql`, `table` or `dbt`."""
+
+    sql: str | None = None
+    """An inline SELECT run in the warehouse."""
+    table: str | None = None
+    """A table or view in the warehouse, optionally schema-qualified (`analytics.users`)."""
+    dbt: str | None = None
+    """The name of a dbt model in `dbt_models/`."""
+
+    @pydantic.model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        given = [k for k in ("sql", "table", "dbt") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                f"model needs exactly one of sql, table or dbt (got {given or 'none'}); "
+                "e.g. `model: {dbt: users}`"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "sql" if self.sql else "table" if self.table else "dbt"
+
+
+class FieldMapping(_Strict):
+    """One destination field and the model column that feeds it."""
+
+    source: str = pydantic.Field(alias="from")
+    """Model column."""
+    to: str
+    """Destination field name."""
+    sync_nulls: bool = True
+    """False: a null in the model leaves the destination's value alone (the field is omitted)."""
+
+
+class RecordMatch(_Strict):
+    """Which model column identifies the destination record, and as which destination field."""
+
+    column: str
+    field: str
+
+
+class SyncConfig(_Strict):
+    """A sync: model -> diff -> destination."""
+
+    name: str
+    """Unique sync name: lower-case letters, digits and underscores."""
+    model: ModelSource
+    primary_key: str
+    """Model column that identifies a row across runs; must be unique and never null."""
+    destination: str
+    """Name of a destination declared by a `retl_dagster.components.Destinations` component."""
+    object: str | None = None
+    """Destination object or event name, where the destination has several."""
+    mode: SyncMode = "upsert"
+    match: RecordMatch | None = None
+    mappings: list[FieldMapping]
+    delete_behavior: DeleteBehavior = "nothing"
+    """What happens at the destination when a row leaves the model."""
+    batch_size: int | None = pydantic.Field(default=None, ge=1, le=100_000)
+    """Records per destination request; defaults to the destination's own limit."""
+    enabled: bool = True
+    description: str | None = None
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(
+                f"sync name {v!r} must be lower-case letters, digits and underscores, "
+                "starting with a letter (it names warehouse tables and Dagster assets)"
+            )
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _mappings_make_sense(self) -> SyncConfig:
+        if not self.mappings:
+            raise ValueError(
+                f"sync '{self.name}': mappings is empty; add at least one "
+                "`- {from: <model column>, to: <destination field>}`"
+            )
+        seen: set[str] = set()
+        for i, m in enumerate(self.mappings):
+            if m.to in seen:
+                raise ValueError(
+                    f"sync '{self.name}': mappings[{i}] maps to field '{m.to}' a second time; "
+                    "each destination field may be fed by one mapping only"
+                )
+            seen.add(m.to)
+        return self
+
+    def source_columns(self) -> list[str]:
+        """The model columns the sync reads: the primary key first, then mapped columns."""
+        cols = [self.primary_key]
+        for m in self.mappings:
+            if m.source not in cols:
+                cols.append(m.source)
+        if self.match and self.match.column not in cols:
+            cols.append(self.match.column)
+        return cols
+
+    def check_columns(self, available: list[str]) -> None:
+        """Raise ConfigError if the sync reads a column the model lacks."""
+        have = {c.lower(): c for c in available}
+        listing = ", ".join(available)
+        if self.primary_key.lower() not in have:
+            raise ConfigError(
+                self.name,
+                "primary_key",
+                f"column '{self.primary_key}' is not in the model (columns: {listing})",
+                "set primary_key to one of the model's columns",
+            )
+        for i, m in enumerate(self.mappings):
+            if m.source.lower() not in have:
+                raise ConfigError(
+                    self.name,
+                    f"mappings[{i}].from",
+                    f"column '{m.source}' is not in the model (columns: {listing})",
+                    "map an existing column or add it to the model",
+                )
+        if self.match and self.match.column.lower() not in have:
+            raise ConfigError(
+                self.name,
+                "match.column",
+                f"column '{self.match.column}' is not in the model (columns: {listing})",
+                "match on an existing column",
+            )

@@ -1,0 +1,170 @@
+"""Load stage: stream a run's diff out of the warehouse, deliver it, commit what was acknowledged.
+
+State advances per destination batch, in one warehouse transaction with that batch's record
+results, and only for the records the destination acknowledged. A rejected record stays out of
+state, so the next run's diff offers it again with the model's latest values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from retl_dagster.destinations.base import Batch, Destination
+from retl_dagster.engine.config import SyncConfig
+from retl_dagster.engine.mapping import Mapper
+from retl_dagster.engine.state import RECORD_RESULTS, SyncTables, ensure_state_schema
+from retl_dagster.engine.warehouse import Warehouse, quote_ident
+
+MAX_REJECTED_SAMPLES = 10
+OPS = ("added", "changed", "removed")
+
+Progress = Callable[[int, int], None]
+"""Called with (records done, records to do) after each batch."""
+
+
+@dataclass
+class LoadResult:
+    planned: int = 0
+    succeeded: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OPS, 0))
+    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OPS, 0))
+    skipped_removals: int = 0
+    """Removed rows forgotten without a request because delete_behavior is `nothing`."""
+    batches: int = 0
+    rejected_samples: list[dict[str, Any]] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def total_succeeded(self) -> int:
+        return sum(self.succeeded.values())
+
+    @property
+    def total_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+
+_RESULT_SCHEMA = pa.schema(
+    [
+        ("_retl_key", pa.string()),
+        ("op", pa.string()),
+        ("_retl_hash", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+
+def _commit(wh: Warehouse, t: SyncTables, sync: str, run_id: str, rows: pa.Table) -> None:
+    """Apply one batch's outcome to state, pending and the record log, atomically."""
+    view = "_retl_batch_results"
+    wh.register_arrow(view, rows)
+    try:
+        with wh.transaction():
+            wh.execute(
+                f"""insert into {t.state}
+                select _retl_key, _retl_hash, now(), now(), ? from {view}
+                where status = 'succeeded' and op in ('added', 'changed')
+                on conflict (_retl_key) do update set _retl_hash = excluded._retl_hash,
+                    last_synced_at = excluded.last_synced_at, last_run_id = excluded.last_run_id""",
+                [run_id],
+            )
+            wh.execute(
+                f"delete from {t.state} where _retl_key in (select _retl_key from {view} "
+                "where status in ('succeeded', 'skipped') and op = 'removed')"
+            )
+            wh.execute(
+                f"delete from {t.pending} where _retl_key in "
+                f"(select _retl_key from {view} where status <> 'rejected')"
+            )
+            wh.execute(
+                f"""insert into {t.pending}
+                select _retl_key, op, error, now(), now(), 1, ? from {view}
+                where status = 'rejected'
+                on conflict (_retl_key) do update set op = excluded.op, error = excluded.error,
+                    last_failed_at = excluded.last_failed_at,
+                    attempts = {t.pending}.attempts + 1, last_run_id = excluded.last_run_id""",
+                [run_id],
+            )
+            wh.execute(
+                f"insert into {RECORD_RESULTS} select ?, ?, _retl_key, op, status, error, now() "
+                f"from {view}",
+                [run_id, sync],
+            )
+    finally:
+        wh.unregister(view)
+
+
+def load(
+    wh: Warehouse,
+    config: SyncConfig,
+    destination: Destination,
+    run_id: str,
+    *,
+    progress: Progress | None = None,
+) -> LoadResult:
+    """Deliver run `run_id`'s diff to `destination`."""
+    started = time.monotonic()
+    t = ensure_state_schema(wh, config.name)
+    result = LoadResult()
+    row = wh.fetchone(f"select count(*) from {t.diff} where _retl_run_id = ?", [run_id])
+    result.planned = int(row[0]) if row else 0
+
+    if config.delete_behavior == "nothing":
+        # Nothing to send for these; the state simply forgets them.
+        skipped = wh.fetchall(
+            f"select _retl_key from {t.diff} where _retl_run_id = ? and _retl_op = 'removed'",
+            [run_id],
+        )
+        if skipped:
+            keys = [k for (k,) in skipped]
+            n = len(keys)
+            _commit(wh, t, config.name, run_id, pa.table(
+                {"_retl_key": keys, "op": ["removed"] * n, "_retl_hash": [None] * n,
+                 "status": ["skipped"] * n, "error": [None] * n}, schema=_RESULT_SCHEMA))
+            result.skipped_removals = n
+    op_filter = "" if config.delete_behavior != "nothing" else "and _retl_op <> 'removed'"
+
+    mapper = Mapper(config)
+    batch_size = config.batch_size or getattr(destination, "batch_size", None)
+    batch_size = min(batch_size or destination.max_batch_size, destination.max_batch_size)
+    cols = ", ".join(quote_ident(c) for c in config.source_columns())
+    done = result.skipped_removals
+    if progress:
+        progress(done, result.planned)
+    for rb in wh.stream(
+        f"select _retl_op, _retl_key, _retl_hash, {cols} from {t.diff} "
+        f"where _retl_run_id = ? {op_filter}",
+        [run_id],
+        batch_size=batch_size,
+    ):
+        rows = rb.to_pylist()
+        records = [mapper.record(r["_retl_op"], r["_retl_key"], r) for r in rows]
+        batch = Batch(config.name, run_id, config.mode, config.object, records)
+        answer = destination.deliver(batch)
+        result.batches += 1
+        statuses, errors = [], []
+        for r, rec in zip(rows, records, strict=True):
+            err = answer.rejected.get(r["_retl_key"])
+            statuses.append("rejected" if err is not None else "succeeded")
+            errors.append(err)
+            bucket = result.rejected if err is not None else result.succeeded
+            bucket[r["_retl_op"]] += 1
+            if err is not None and len(result.rejected_samples) < MAX_REJECTED_SAMPLES:
+                result.rejected_samples.append(
+                    {"id": rec.key, "op": r["_retl_op"], "error": err, "payload": rec.fields}
+                )
+        _commit(wh, t, config.name, run_id, pa.table(
+            {"_retl_key": rb.column("_retl_key").cast(pa.string()),
+             "op": rb.column("_retl_op").cast(pa.string()),
+             "_retl_hash": rb.column("_retl_hash").cast(pa.string()),
+             "status": statuses, "error": errors},
+            schema=_RESULT_SCHEMA))
+        done += len(rows)
+        if progress:
+            progress(done, result.planned)
+    result.duration_s = time.monotonic() - started
+    return result

@@ -1,0 +1,161 @@
+"""Diff stage: compare the model with the committed state, in the warehouse, in SQL.
+
+Only the mapped columns (and the mapping itself) feed a row's hash, so a change to an
+unmapped column sends nothing and a changed mapping resends what it affects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from retl_dagster.engine.config import ConfigError, SyncConfig
+from retl_dagster.engine.state import ensure_state_schema
+from retl_dagster.engine.warehouse import Warehouse, quote_ident
+
+MAX_REPORTED_KEYS = 20
+
+
+@dataclass
+class KeyReport:
+    """What the primary-key check found in the model."""
+
+    rows: int
+    null_keys: int
+    duplicate_keys: int
+    duplicate_samples: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.null_keys == 0 and self.duplicate_keys == 0
+
+    def describe(self, sync: str, primary_key: str) -> str:
+        parts = []
+        if self.null_keys:
+            parts.append(f"{self.null_keys} row(s) have a null {primary_key}")
+        if self.duplicate_keys:
+            sample = ", ".join(f"{k!r} x{n}" for k, n in self.duplicate_samples)
+            parts.append(f"{self.duplicate_keys} {primary_key} value(s) repeat: {sample}")
+        return (
+            f"sync '{sync}', field 'primary_key': " + "; ".join(parts) + ". Fix: make "
+            f"'{primary_key}' unique and not null in the model (or pick another primary_key); "
+            "nothing was sent and the sync state is unchanged"
+        )
+
+
+@dataclass
+class DiffCounts:
+    rows_queried: int
+    added: int
+    changed: int
+    removed: int
+
+    @property
+    def total(self) -> int:
+        return self.added + self.changed + self.removed
+
+
+def model_columns(wh: Warehouse, config: SyncConfig, model_sql: str) -> dict[str, str]:
+    """Model column name -> warehouse type, checking every column the sync reads exists."""
+    try:
+        cols = wh.columns_of(model_sql)
+    except Exception as exc:  # the warehouse's own message says what is wrong with the SQL
+        raise ConfigError(
+            config.name,
+            f"model.{config.model.kind}",
+            f"the warehouse cannot run the model: {exc}".rstrip("."),
+            "fix the model's SQL/table name, or build the dbt model first",
+        ) from exc
+    config.check_columns([c for c, _ in cols])
+    return dict(cols)
+
+
+def check_keys(wh: Warehouse, config: SyncConfig, model_sql: str) -> KeyReport:
+    pk = quote_ident(config.primary_key)
+    row = wh.fetchone(
+        f"select count(*), count(*) - count({pk}), count({pk}) - count(distinct {pk}) "
+        f"from ({model_sql}) as m"
+    )
+    assert row is not None
+    report = KeyReport(rows=int(row[0]), null_keys=int(row[1]), duplicate_keys=0)
+    if int(row[2]):
+        dups = wh.fetchall(
+            f"select cast({pk} as varchar), count(*) from ({model_sql}) as m "
+            f"where {pk} is not null group by 1 having count(*) > 1 "
+            f"order by 2 desc, 1 limit {MAX_REPORTED_KEYS}"
+        )
+        n = wh.fetchone(
+            f"select count(*) from (select {pk} from ({model_sql}) as m where {pk} is not null "
+            f"group by 1 having count(*) > 1) as d"
+        )
+        report.duplicate_keys = int(n[0]) if n else 0
+        report.duplicate_samples = [(str(k), int(c)) for k, c in dups]
+    return report
+
+
+def row_hash_sql(config: SyncConfig) -> str:
+    """md5 over each mapped value, length-prefixed so no two rows can collide by concatenation,
+    and tagged with its destination field so a changed mapping changes the hash."""
+    parts = []
+    for m in config.mappings:
+        v = f"cast({quote_ident(m.source)} as varchar)"
+        tag = m.to.replace("'", "''")
+        parts.append(f"'{tag}=' || coalesce(cast(length({v}) as varchar) || ':' || {v}, 'null')")
+    return "md5(" + " || '|' || ".join(parts) + ")"
+
+
+def compute_diff(
+    wh: Warehouse, config: SyncConfig, model_sql: str, run_id: str, rows_queried: int
+) -> DiffCounts:
+    """Write this run's added/changed/removed rows into `_retl.<sync>__diff`; return counts.
+
+    Computing the same run again replaces its rows (re-materialising a partition is safe).
+    """
+    types = model_columns(wh, config, model_sql)
+    t = ensure_state_schema(wh, config.name)
+    cols = config.source_columns()
+    type_of = {c.lower(): ty for c, ty in types.items()}
+    col_defs = ", ".join(f"{quote_ident(c)} {type_of[c.lower()]}" for c in cols)
+    wh.execute(
+        f"create table if not exists {t.diff} (_retl_run_id varchar not null, "
+        f"_retl_op varchar not null, _retl_key varchar not null, _retl_hash varchar, {col_defs})"
+    )
+    # A mapping that gained a column since the table was made: add it (older runs read null).
+    existing = {c.lower() for c, _ in wh.columns_of(f"select * from {t.diff}")}
+    for c in cols:
+        if c.lower() not in existing:
+            wh.execute(f"alter table {t.diff} add column {quote_ident(c)} {type_of[c.lower()]}")
+
+    qcols = ", ".join(quote_ident(c) for c in cols)
+    mcols = ", ".join(f"m.{quote_ident(c)}" for c in cols)
+    nulls = ", ".join("null" for _ in cols)
+    pk = quote_ident(config.primary_key)
+    with wh.transaction():
+        wh.execute(f"delete from {t.diff} where _retl_run_id = ?", [run_id])
+        wh.execute(
+            f"""insert into {t.diff} (_retl_run_id, _retl_op, _retl_key, _retl_hash, {qcols})
+            with m as (
+                select cast({pk} as varchar) as _retl_key, {row_hash_sql(config)} as _retl_hash,
+                       {qcols}
+                from ({model_sql}) as src
+            )
+            select ?, case when s._retl_key is null then 'added' else 'changed' end,
+                   m._retl_key, m._retl_hash, {mcols}
+            from m left join {t.state} as s on s._retl_key = m._retl_key
+            where s._retl_key is null or s._retl_hash <> m._retl_hash
+            union all
+            select ?, 'removed', s._retl_key, null, {nulls}
+            from {t.state} as s
+            where not exists (select 1 from m where m._retl_key = s._retl_key)""",
+            [run_id, run_id],
+        )
+    counts = dict(
+        wh.fetchall(
+            f"select _retl_op, count(*) from {t.diff} where _retl_run_id = ? group by 1", [run_id]
+        )
+    )
+    return DiffCounts(
+        rows_queried=rows_queried,
+        added=int(counts.get("added", 0)),
+        changed=int(counts.get("changed", 0)),
+        removed=int(counts.get("removed", 0)),
+    )

@@ -1,0 +1,47 @@
+"""Turn a sync's `model:` into the SELECT the warehouse runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from retl_dagster.engine.config import ConfigError, SyncConfig
+from retl_dagster.engine.warehouse import PROJECT_ROOT, quote_relation
+
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_models"
+DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+# The venv's dbt, so nothing depends on the venv being activated (PATH).
+DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
+
+
+def dbt_relation(model: str, manifest_path: Path = DBT_MANIFEST) -> str:
+    """`schema.alias` of a dbt model, read from the manifest dbt wrote (`dbt parse`)."""
+    if not manifest_path.exists():
+        raise FileNotFoundError(
+            f"{manifest_path} is missing; run `dbt parse` in {manifest_path.parent.parent}"
+        )
+    nodes = json.loads(manifest_path.read_text())["nodes"]
+    for node in nodes.values():
+        if node["resource_type"] in ("model", "seed", "snapshot") and node["name"] == model:
+            return f"{node['schema']}.{node.get('alias') or node['name']}"
+    raise KeyError(model)
+
+
+def model_select(config: SyncConfig, manifest_path: Path = DBT_MANIFEST) -> str:
+    """The SQL that yields the model's rows."""
+    src = config.model
+    if src.sql:
+        return src.sql.strip().rstrip(";")
+    if src.table:
+        return f"select * from {quote_relation(src.table)}"
+    assert src.dbt
+    try:
+        return f"select * from {quote_relation(dbt_relation(src.dbt, manifest_path))}"
+    except KeyError:
+        raise ConfigError(
+            config.name,
+            "model.dbt",
+            f"no dbt model named '{src.dbt}' in {manifest_path}",
+            "name a model under dbt_models/models (and run `dbt parse` after adding one)",
+        ) from None

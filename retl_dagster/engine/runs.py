@@ -1,0 +1,55 @@
+"""Run bookkeeping: run ids and the `_retl.sync_runs` log users query with SQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import Any
+
+from retl_dagster.engine.state import SYNC_RUNS, ensure_state_schema
+from retl_dagster.engine.warehouse import Warehouse
+
+RUN_COLUMNS = (
+    "run_id", "sync", "status", "started_at", "finished_at", "rows_queried",
+    "added", "changed", "removed", "succeeded", "rejected", "error", "dagster_run_id",
+)
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """Sortable, unique and readable: `20261123T220512Z-3f9a1c`; one Dagster partition each."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def record_run(
+    wh: Warehouse, sync: str, run_id: str, *, finished: bool = False, **values: Any
+) -> None:
+    """Insert or update this run's row in `_retl.sync_runs`; `finished` stamps finished_at."""
+    unknown = set(values) - set(RUN_COLUMNS)
+    assert not unknown, unknown
+    ensure_state_schema(wh, sync)
+    exists = wh.fetchone(
+        f"select 1 from {SYNC_RUNS} where sync = ? and run_id = ?", [sync, run_id]
+    )
+    if not exists:
+        wh.execute(
+            f"insert into {SYNC_RUNS} (run_id, sync, status, started_at) values (?, ?, ?, now())",
+            [run_id, sync, values.get("status", "querying")],
+        )
+    if values or finished:
+        sets = ", ".join([f"{k} = ?" for k in values] + (["finished_at = now()"] if finished else []))
+        wh.execute(
+            f"update {SYNC_RUNS} set {sets} where sync = ? and run_id = ?",
+            [*values.values(), sync, run_id],
+        )
+
+
+def run_history(wh: Warehouse, sync: str, limit: int = 20) -> list[dict[str, Any]]:
+    if not wh.relation_exists(SYNC_RUNS):
+        return []
+    rows = wh.fetchall(
+        f"select {', '.join(RUN_COLUMNS)} from {SYNC_RUNS} where sync = ? "
+        "order by started_at desc limit ?",
+        [sync, limit],
+    )
+    return [dict(zip(RUN_COLUMNS, r, strict=True)) for r in rows]

@@ -1,0 +1,95 @@
+"""The `_retl` schema: committed state, per-run diffs, pending rejections and sync logs (DESIGN.md §6).
+
+| table                          | one row per                | written by          |
+|--------------------------------|----------------------------|---------------------|
+| `_retl.<sync>__state`          | record the destination has | load (acked only)   |
+| `_retl.<sync>__diff`           | record to send in a run    | diff                |
+| `_retl.<sync>__pending`        | record currently rejected  | load                |
+| `_retl.sync_runs`              | run                        | diff, load          |
+| `_retl.sync_record_results`    | record sent in a run       | load                |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse, quote_ident
+
+SYNC_RUNS = f"{STATE_SCHEMA}.sync_runs"
+RECORD_RESULTS = f"{STATE_SCHEMA}.sync_record_results"
+
+
+@dataclass(frozen=True)
+class SyncTables:
+    """Fully qualified names of one sync's tables."""
+
+    sync: str
+
+    @property
+    def state(self) -> str:
+        return f"{STATE_SCHEMA}.{quote_ident(self.sync + '__state')}"
+
+    @property
+    def diff(self) -> str:
+        return f"{STATE_SCHEMA}.{quote_ident(self.sync + '__diff')}"
+
+    @property
+    def pending(self) -> str:
+        return f"{STATE_SCHEMA}.{quote_ident(self.sync + '__pending')}"
+
+
+def ensure_state_schema(wh: Warehouse, sync: str) -> SyncTables:
+    """Create the `_retl` tables this sync needs (idempotent)."""
+    t = SyncTables(sync)
+    wh.execute(f"create schema if not exists {STATE_SCHEMA}")
+    wh.execute(
+        f"""create table if not exists {t.state} (
+            _retl_key varchar primary key,
+            _retl_hash varchar not null,
+            first_synced_at timestamptz not null,
+            last_synced_at timestamptz not null,
+            last_run_id varchar not null)"""
+    )
+    wh.execute(
+        f"""create table if not exists {t.pending} (
+            _retl_key varchar primary key,
+            op varchar not null,
+            error varchar not null,
+            first_failed_at timestamptz not null,
+            last_failed_at timestamptz not null,
+            attempts integer not null,
+            last_run_id varchar not null)"""
+    )
+    wh.execute(
+        f"""create table if not exists {SYNC_RUNS} (
+            run_id varchar not null,
+            sync varchar not null,
+            status varchar not null,
+            started_at timestamptz not null,
+            finished_at timestamptz,
+            rows_queried bigint,
+            added bigint, changed bigint, removed bigint,
+            succeeded bigint, rejected bigint,
+            error varchar,
+            dagster_run_id varchar,
+            primary key (sync, run_id))"""
+    )
+    wh.execute(
+        f"""create table if not exists {RECORD_RESULTS} (
+            run_id varchar not null,
+            sync varchar not null,
+            _retl_key varchar not null,
+            op varchar not null,
+            status varchar not null,
+            error varchar,
+            recorded_at timestamptz not null)"""
+    )
+    return t
+
+
+def committed_count(wh: Warehouse, sync: str) -> int:
+    t = SyncTables(sync)
+    if not wh.relation_exists(f"{STATE_SCHEMA}.{sync}__state"):
+        return 0
+    row = wh.fetchone(f"select count(*) from {t.state}")
+    return int(row[0]) if row else 0
