@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from dotenv import load_dotenv
 
 from retl_dagster.engine.warehouse import PROJECT_ROOT
 
-EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 2
+EXIT_FAILED = 1
 
 # Hightouch's words for a run's state, from what `_retl.sync_runs` says.
 STATUS_WORDS = {
@@ -40,6 +39,12 @@ def ensure_dagster_home() -> Path:
         os.environ["DAGSTER_HOME"] = str(home)
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = home / "dagster.yaml"
+    if not instance_yaml.exists():
+        # One warehouse-writing step at a time: DuckDB allows a single writer per file.
+        instance_yaml.write_text(
+            "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+        )
     return home
 
 
@@ -65,42 +70,6 @@ def _sync_config(defs: Any, name: str) -> Any:
     if name not in configs:
         _fail(f"no sync named '{name}'. Syncs: {', '.join(configs) or 'none'}")
     return configs[name]
-
-
-def _run_row(sync: str, run_id: str) -> dict[str, Any] | None:
-    from retl_dagster.engine.runs import RUN_COLUMNS
-    from retl_dagster.engine.state import SYNC_RUNS
-    from retl_dagster.engine.warehouse import Warehouse
-
-    with Warehouse(read_only=True) as wh:
-        rows = wh.fetchall(
-            f"select {', '.join(RUN_COLUMNS)} from {SYNC_RUNS} where sync = ? and run_id = ?",
-            [sync, run_id],
-        )
-    return dict(zip(RUN_COLUMNS, rows[0], strict=True)) if rows else None
-
-
-def summary(row: dict[str, Any]) -> dict[str, Any]:
-    """The `--json` shape of a run (DESIGN.md §4)."""
-    started, finished = row.get("started_at"), row.get("finished_at")
-    duration = (finished - started).total_seconds() if started and finished else None
-    out = {
-        "sync": row["sync"],
-        "status": row["status"],
-        "run_id": row["run_id"],
-        "rows_queried": row.get("rows_queried"),
-        "added": row.get("added"),
-        "changed": row.get("changed"),
-        "removed": row.get("removed"),
-        "succeeded": row.get("succeeded"),
-        "rejected": row.get("rejected"),
-        "duration_s": round(duration, 3) if duration is not None else None,
-        "started_at": started.isoformat() if started else None,
-        "dagster_run_id": row.get("dagster_run_id"),
-    }
-    if row.get("error"):
-        out["error"] = row["error"]
-    return out
 
 
 def _summary_line(s: dict[str, Any]) -> str:
@@ -186,15 +155,10 @@ def sync(name: str, as_json: bool, verbose: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from retl_dagster.components import sync as sync_component
-    from retl_dagster.engine.runs import new_run_id
+    from retl_dagster.runner import run_sync
 
     defs = _load_defs()
     _sync_config(defs, name)
-    instance = dg.DagsterInstance.get()
-    run_id = new_run_id()
-    instance.add_dynamic_partitions(sync_component.partitions_def_name(name), [run_id])
-    job = defs.resolve_job_def(sync_component.job_name(name))
-
     show_bar = sys.stderr.isatty() and not as_json
     bar = Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -207,47 +171,32 @@ def sync(name: str, as_json: bool, verbose: bool) -> None:
             bar.update(task, completed=done, total=total)
 
     sync_component.progress_listeners.append(on_progress)
-    log_level = "INFO" if verbose else "CRITICAL"
-    started = time.monotonic()
     try:
         with bar:
-            result = job.execute_in_process(
-                instance=instance,
-                partition_key=run_id,
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-                tags={"retl/trigger": "cli"},
+            outcome = run_sync(
+                defs, name, dg.DagsterInstance.get(),
+                log_level="INFO" if verbose else "CRITICAL", tags={"retl/trigger": "cli"},
             )
     finally:
         sync_component.progress_listeners.remove(on_progress)
-    row = _run_row(name, run_id) or {
-        "sync": name, "run_id": run_id, "status": "failed", "error": "the run did not start",
-    }
-    if not result.success and row["status"] != "failed":
-        row["status"] = "failed"
-        failures = [e for e in result.all_events if e.is_step_failure]
-        if failures and failures[0].step_failure_data:
-            row["error"] = failures[0].step_failure_data.error.message.strip()
-    out = summary(row)
-    if out["duration_s"] is None:
-        out["duration_s"] = round(time.monotonic() - started, 3)
-    out["dagster_run_id"] = result.run_id
+    out = outcome.summary
     if as_json:
         click.echo(json.dumps(out, default=str))
     else:
         click.echo(_summary_line(out))
         if out.get("error"):
             click.echo(f"error: {out['error']}", err=True)
-    sys.exit({"succeeded": EXIT_OK, "partial": EXIT_PARTIAL}.get(out["status"], EXIT_FAILED))
+    sys.exit(outcome.exit_code)
 
 
 def _history(name: str, limit: int) -> list[dict[str, Any]]:
     from retl_dagster.engine.runs import run_history
     from retl_dagster.engine.warehouse import Warehouse
+    from retl_dagster.runner import summarize
 
     try:
         with Warehouse(read_only=True) as wh:
-            return [summary(r) for r in run_history(wh, name, limit)]
+            return [summarize(r) for r in run_history(wh, name, limit)]
     except Exception as exc:
         if "lock" in str(exc).lower():
             _fail("the warehouse is locked by a running sync; try again when it finishes")

@@ -65,6 +65,11 @@ class FieldMapping(_Strict):
     """False: a null in the model leaves the destination's value alone (the field is omitted)."""
 
 
+# `from` is a Python keyword, so the field is `source` with alias `from`; Dagster's YAML loader
+# reads attributes by their YAML key (for error positions), so expose `from` as well.
+setattr(FieldMapping, "from", property(lambda self: self.source))  # noqa: B010
+
+
 class RecordMatch(_Strict):
     """Which model column identifies the destination record, and as which destination field."""
 

@@ -1,8 +1,11 @@
 """The dbt project's models as Dagster assets (group `dbt_models`)."""
 
 
+from collections.abc import Mapping
+from typing import Any
+
 import dagster as dg
-from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from retl_dagster.engine.models import DBT_EXECUTABLE, DBT_PROJECT_DIR
 
@@ -11,12 +14,26 @@ dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_D
 dbt_project.prepare_if_dev()
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool="retl_warehouse")
+class _Translator(DagsterDbtTranslator):
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return "dbt_models"
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=_Translator(),
+    pool="retl_warehouse",
+)
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """`dbt build` of the selected models; the profile reads RETL_WAREHOUSE."""
     yield from dbt.cli(["build"], context=context).stream()
 
 
 @dg.definitions
-def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)})
+def defs() -> dg.Definitions:
+    # A module with a @definitions function contributes only what that function returns.
+    return dg.Definitions(
+        assets=[dbt_models],
+        resources={"dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)},
+    )
