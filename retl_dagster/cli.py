@@ -89,6 +89,34 @@ def main() -> None:
     ensure_dagster_home()
 
 
+def _validate_sync_yaml() -> list[str]:
+    """Check every Sync defs.yaml on its own first, for errors that name the sync and the fix
+    (Dagster's loader names only the file and line)."""
+    import pydantic
+    import yaml
+
+    from retl_dagster.engine.config import SyncConfig, explain
+
+    errors: list[str] = []
+    for path in sorted((PROJECT_ROOT / "retl_dagster" / "defs").rglob("defs.yaml")):
+        rel = path.relative_to(PROJECT_ROOT)
+        try:
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        except yaml.YAMLError as exc:
+            errors.append(f"{rel}: not valid YAML: {exc}")
+            continue
+        for doc in docs:
+            if doc.get("type") != "retl_dagster.components.Sync":
+                continue
+            attrs = doc.get("attributes") or {}
+            name = attrs.get("name") or path.parent.name
+            try:
+                SyncConfig.model_validate(attrs)
+            except pydantic.ValidationError as exc:
+                errors += explain(exc, name, str(rel))
+    return errors
+
+
 @main.command()
 def validate() -> None:
     """Load every declaration and check each sync against the warehouse."""
@@ -97,6 +125,11 @@ def validate() -> None:
     from retl_dagster.engine.models import model_select
     from retl_dagster.engine.warehouse import Warehouse
 
+    yaml_errors = _validate_sync_yaml()
+    if yaml_errors:
+        for e in yaml_errors:
+            click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_FAILED)
     try:
         defs = _load_defs()
     except Exception as exc:  # component loading wraps our errors; show the innermost

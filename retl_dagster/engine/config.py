@@ -162,3 +162,25 @@ class SyncConfig(_Strict):
                 f"column '{self.match.column}' is not in the model (columns: {listing})",
                 "match on an existing column",
             )
+
+
+_FIXES = {
+    "extra_forbidden": "remove it or fix its spelling; a sync accepts: {fields}",
+    "missing": "add it (see DESIGN.md §3 for the shape of a sync)",
+    "literal_error": "use one of the values listed",
+}
+
+
+def explain(exc: pydantic.ValidationError, sync: str, source: str = "") -> list[str]:
+    """pydantic's errors as sentences that name the sync, the field and the fix."""
+    fields = ", ".join(f.alias or n for n, f in SyncConfig.model_fields.items())
+    where = f" ({source})" if source else ""
+    out = []
+    for err in exc.errors():
+        loc = ".".join(
+            f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]
+        ).replace(".[", "[") or "(attributes)"
+        fix = _FIXES.get(err["type"], "correct the value").format(fields=fields)
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(f"sync '{sync}'{where}, field '{loc}': {msg}. Fix: {fix}")
+    return out

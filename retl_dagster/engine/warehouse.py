@@ -17,13 +17,17 @@ import pyarrow as pa
 import tenacity
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_WAREHOUSE = PROJECT_ROOT / "data" / "warehouse.duckdb"
 STATE_SCHEMA = "_retl"
 
 
+def data_dir() -> Path:
+    """Where local files live (`RETL_DATA_DIR`, default `<project>/data`, git-ignored)."""
+    return Path(os.environ.get("RETL_DATA_DIR") or PROJECT_ROOT / "data")
+
+
 def warehouse_location() -> str:
-    """`RETL_WAREHOUSE` (a DuckDB path or SQLAlchemy URL), else the project's demo file."""
-    return os.environ.get("RETL_WAREHOUSE") or str(DEFAULT_WAREHOUSE)
+    """`RETL_WAREHOUSE` (a DuckDB path or SQLAlchemy URL), else `<data dir>/warehouse.duckdb`."""
+    return os.environ.get("RETL_WAREHOUSE") or str(data_dir() / "warehouse.duckdb")
 
 
 def quote_ident(name: str) -> str:

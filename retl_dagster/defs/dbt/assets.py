@@ -1,13 +1,16 @@
 """The dbt project's models as Dagster assets (group `dbt_models`)."""
 
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from retl_dagster.engine.models import DBT_EXECUTABLE, DBT_PROJECT_DIR
+from retl_dagster.engine.warehouse import warehouse_location
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 # Under `dagster dev` this re-parses on load; elsewhere definitions.py makes sure a manifest exists.
@@ -27,6 +30,10 @@ class _Translator(DagsterDbtTranslator):
 )
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """`dbt build` of the selected models; the profile reads RETL_WAREHOUSE."""
+    # dbt writes where retl reads, even when only RETL_DATA_DIR was set.
+    os.environ.setdefault("RETL_WAREHOUSE", warehouse_location())
+    if "://" not in warehouse_location():
+        Path(warehouse_location()).parent.mkdir(parents=True, exist_ok=True)  # dbt-duckdb won't
     yield from dbt.cli(["build"], context=context).stream()
 
 

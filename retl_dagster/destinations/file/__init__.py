@@ -15,12 +15,13 @@ from typing import ClassVar
 import pydantic
 
 from retl_dagster.destinations.base import Batch, BatchResult, Destination, DestinationConfig
-from retl_dagster.engine.warehouse import PROJECT_ROOT
+from retl_dagster.engine.warehouse import data_dir
 
 
 class FileConfig(DestinationConfig):
     path: str
-    """JSON Lines file to append to; relative paths are relative to the project root."""
+    """JSON Lines file to append to; a relative path is under the data dir (`RETL_DATA_DIR`,
+    default `<project>/data`)."""
     batch_size: int = pydantic.Field(default=1000, ge=1, le=100_000)
 
 
@@ -33,7 +34,7 @@ class FileDestination(Destination):
     def __init__(self, name: str, config: FileConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
         path = Path(config.path)
-        self.path = path if path.is_absolute() else PROJECT_ROOT / path
+        self.path = path if path.is_absolute() else data_dir() / path
         self.batch_size = config.batch_size
 
     def deliver(self, batch: Batch) -> BatchResult:

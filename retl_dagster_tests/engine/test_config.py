@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from retl_dagster.engine.config import ConfigError, SyncConfig, explain
+
+BASE = {
+    "name": "crm",
+    "model": {"table": "users"},
+    "primary_key": "id",
+    "destination": "hook",
+    "mappings": [{"from": "email", "to": "email"}],
+}
+
+
+def errors_for(**changes: object) -> list[str]:
+    raw = {**BASE, **changes}
+    raw = {k: v for k, v in raw.items() if v is not None}
+    with pytest.raises(pydantic.ValidationError) as exc:
+        SyncConfig.model_validate(raw)
+    return explain(exc.value, "crm", "defs/syncs/crm/defs.yaml")
+
+
+def test_unknown_key_is_named_with_the_accepted_fields() -> None:
+    [msg] = errors_for(colour="red")
+    assert msg.startswith("sync 'crm' (defs/syncs/crm/defs.yaml), field 'colour'")
+    assert "Fix: remove it or fix its spelling" in msg and "primary_key" in msg
+
+
+def test_missing_primary_key() -> None:
+    [msg] = errors_for(primary_key=None)
+    assert "field 'primary_key': Field required" in msg
+
+
+def test_model_needs_exactly_one_source() -> None:
+    [msg] = errors_for(model={"table": "users", "sql": "select 1"})
+    assert "exactly one of sql, table or dbt" in msg
+
+
+def test_two_mappings_to_one_field_are_refused() -> None:
+    [msg] = errors_for(mappings=[{"from": "a", "to": "x"}, {"from": "b", "to": "x"}])
+    assert "mappings[1] maps to field 'x' a second time" in msg
+
+
+def test_bad_mode_lists_the_modes() -> None:
+    [msg] = errors_for(mode="sideways")
+    assert "field 'mode'" in msg and "'upsert'" in msg
+
+
+def test_missing_column_names_the_mapping_index() -> None:
+    cfg = SyncConfig.model_validate({**BASE, "mappings": [
+        {"from": "email", "to": "email"}, {"from": "tier", "to": "plan"}]})
+    with pytest.raises(ConfigError) as exc:
+        cfg.check_columns(["id", "email"])
+    assert str(exc.value) == (
+        "sync 'crm', field 'mappings[1].from': column 'tier' is not in the model "
+        "(columns: id, email). Fix: map an existing column or add it to the model"
+    )

@@ -1,0 +1,97 @@
+"""The `retl` command on the real project: dbt models built through Dagster, the demo sync."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def project_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A fresh data dir and DAGSTER_HOME with the dbt models built through Dagster."""
+    tmp = tmp_path_factory.mktemp("project")
+    env = {
+        **os.environ,
+        "RETL_DATA_DIR": str(tmp / "data"),
+        "RETL_WAREHOUSE": str(tmp / "data" / "warehouse.duckdb"),
+        "DAGSTER_HOME": str(tmp / "dagster_home"),
+    }
+    (tmp / "dagster_home").mkdir()
+    built = run([str(BIN / "dagster"), "asset", "materialize", "-m", "retl_dagster.definitions",
+                 "--select", "group:dbt_models"], env)
+    assert built.returncode == 0, built.stderr[-3000:]
+    return env
+
+
+def test_demo_sync_from_the_command_line(project_env: dict[str, str]) -> None:
+    env = project_env
+    ok = run([str(BIN / "retl"), "validate"], env)
+    assert ok.returncode == 0, ok.stderr
+    assert "demo_users_to_file" in ok.stdout
+
+    first = run([str(BIN / "retl"), "sync", "demo_users_to_file", "--json"], env)
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    con = duckdb.connect(env["RETL_WAREHOUSE"])
+    active = con.execute("select count(*) from main.users").fetchall()[0][0]
+    con.execute("update main.users set last_name = last_name || '-renamed' where user_id in "
+                "(select user_id from main.users order by user_id limit 3)")
+    con.close()
+    assert out["status"] == "succeeded"
+    assert (out["rows_queried"], out["added"], out["succeeded"], out["rejected"]) == (
+        active, active, active, 0)
+    assert {"run_id", "changed", "removed", "duration_s"} <= out.keys()
+    outbox = Path(env["RETL_DATA_DIR"]) / "outbox" / "demo_users.jsonl"
+    lines = [json.loads(x) for x in outbox.read_text().splitlines()]
+    assert len(lines) == active and lines[0]["op"] == "added"
+    assert {"email", "firstname", "lifetime_value"} <= lines[0]["fields"].keys()
+
+    second = run([str(BIN / "retl"), "sync", "demo_users_to_file"], env)
+    assert second.returncode == 0, second.stderr
+    assert "0 added, 3 changed, 0 removed, 3 succeeded, 0 rejected" in second.stdout
+
+    runs = json.loads(run([str(BIN / "retl"), "runs", "demo_users_to_file", "--json"], env).stdout)
+    assert [r["changed"] for r in runs] == [3, 0]
+    assert runs[1]["run_id"] == out["run_id"]
+
+    status = json.loads(run([str(BIN / "retl"), "status", "--json"], env).stdout)
+    by_name = {s["sync"]: s for s in status}
+    assert by_name["demo_users_to_file"]["status"] == "Healthy"
+    assert by_name["demo_pro_users"]["status"] == "Pending"
+
+    # The run is in DAGSTER_HOME, so `dagster dev` on the same home shows it.
+    home_runs = Path(env["DAGSTER_HOME"]) / "history" / "runs"
+    assert home_runs.exists() or (Path(env["DAGSTER_HOME"]) / "history").exists()
+
+
+def test_validate_names_the_sync_field_and_fix(project_env: dict[str, str], tmp_path: Path) -> None:
+    # A warehouse whose users model lacks the `plan` column the demo sync maps.
+    wh = tmp_path / "broken.duckdb"
+    con = duckdb.connect(str(wh))
+    con.execute(f"attach '{project_env['RETL_WAREHOUSE']}' as src (read_only)")
+    con.execute("create table main.users as select * exclude (plan) from src.main.users")
+    con.close()
+    res = run([str(BIN / "retl"), "validate"], {**project_env, "RETL_WAREHOUSE": str(wh)})
+    assert res.returncode == 1
+    assert ("sync 'demo_users_to_file', field 'mappings[3].from': column 'plan' is not in "
+            "the model") in res.stderr
+    assert "Fix: map an existing column or add it to the model" in res.stderr
+
+
+def test_sync_of_an_unknown_name_says_which_exist(project_env: dict[str, str]) -> None:
+    res = run([str(BIN / "retl"), "sync", "nope"], project_env)
+    assert res.returncode == 1
+    assert "no sync named 'nope'" in res.stderr and "demo_users_to_file" in res.stderr
