@@ -138,7 +138,7 @@ def validate() -> None:
             cause = cause.__cause__
         _fail(str(cause) if str(cause) else str(exc))
     errors: list[str] = []
-    for name, res in (defs.resources or {}).items():
+    for res in (defs.resources or {}).values():
         if isinstance(res, DestinationResource):
             try:
                 res.client().close()
@@ -194,8 +194,12 @@ def sync(name: str, as_json: bool, verbose: bool) -> None:
     _sync_config(defs, name)
     show_bar = sys.stderr.isatty() and not as_json
     bar = Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), transient=True, disable=not show_bar,
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=not show_bar,
     )
     task = bar.add_task(f"sync {name}", total=None)
 
@@ -207,8 +211,11 @@ def sync(name: str, as_json: bool, verbose: bool) -> None:
     try:
         with bar:
             outcome = run_sync(
-                defs, name, dg.DagsterInstance.get(),
-                log_level="INFO" if verbose else "CRITICAL", tags={"retl/trigger": "cli"},
+                defs,
+                name,
+                dg.DagsterInstance.get(),
+                log_level="INFO" if verbose else "CRITICAL",
+                tags={"retl/trigger": "cli"},
             )
     finally:
         sync_component.progress_listeners.remove(on_progress)
@@ -251,18 +258,21 @@ def status(as_json: bool) -> None:
         last = next(iter(_history(name, 1)), None)
         state = "Pending" if last is None else STATUS_WORDS.get(last["status"], last["status"])
         if last and last["status"] in ("querying", "preparing", "queued", "in_progress"):
-            runs = instance.get_run_records(
-                dg.RunsFilter(job_name=job_name(name)), limit=1
-            )
+            runs = instance.get_run_records(dg.RunsFilter(job_name=job_name(name)), limit=1)
             if runs and runs[0].dagster_run.is_finished:
                 state = "Incomplete"  # the run ended without finishing the sync
         if not cfg.enabled:
             state = "Disabled"
-        rows.append({
-            "sync": name, "status": state, "model": f"{cfg.model.kind}: "
-            f"{cfg.model.dbt or cfg.model.table or 'inline sql'}", "destination": cfg.destination,
-            "mode": cfg.mode, "last_run": last,
-        })
+        rows.append(
+            {
+                "sync": name,
+                "status": state,
+                "model": f"{cfg.model.kind}: {cfg.model.dbt or cfg.model.table or 'inline sql'}",
+                "destination": cfg.destination,
+                "mode": cfg.mode,
+                "last_run": last,
+            }
+        )
     if as_json:
         click.echo(json.dumps(rows, default=str))
         return
@@ -272,8 +282,14 @@ def status(as_json: bool) -> None:
     table = Table("sync", "status", "model", "destination", "mode", "last run")
     for r in rows:
         last = r["last_run"]
-        table.add_row(r["sync"], r["status"], r["model"], r["destination"], r["mode"],
-                      f"{last['started_at']} ({last['status']})" if last else "never")
+        table.add_row(
+            r["sync"],
+            r["status"],
+            r["model"],
+            r["destination"],
+            r["mode"],
+            f"{last['started_at']} ({last['status']})" if last else "never",
+        )
     Console().print(table)
 
 

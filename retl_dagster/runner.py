@@ -66,7 +66,11 @@ def summarize(row: dict[str, Any]) -> dict[str, Any]:
 def _first_failure(result: dg.ExecuteInProcessResult) -> str | None:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data:
-            return event.step_failure_data.error.message.strip() if event.step_failure_data.error else None
+            return (
+                event.step_failure_data.error.message.strip()
+                if event.step_failure_data.error
+                else None
+            )
     return None
 
 

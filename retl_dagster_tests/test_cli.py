@@ -30,8 +30,18 @@ def project_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "DAGSTER_HOME": str(tmp / "dagster_home"),
     }
     (tmp / "dagster_home").mkdir()
-    built = run([str(BIN / "dagster"), "asset", "materialize", "-m", "retl_dagster.definitions",
-                 "--select", "group:dbt_models"], env)
+    built = run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "retl_dagster.definitions",
+            "--select",
+            "group:dbt_models",
+        ],
+        env,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     return env
 
@@ -47,12 +57,18 @@ def test_demo_sync_from_the_command_line(project_env: dict[str, str]) -> None:
     out = json.loads(first.stdout)
     con = duckdb.connect(env["RETL_WAREHOUSE"])
     active = con.execute("select count(*) from main.users").fetchall()[0][0]
-    con.execute("update main.users set last_name = last_name || '-renamed' where user_id in "
-                "(select user_id from main.users order by user_id limit 3)")
+    con.execute(
+        "update main.users set last_name = last_name || '-renamed' where user_id in "
+        "(select user_id from main.users order by user_id limit 3)"
+    )
     con.close()
     assert out["status"] == "succeeded"
     assert (out["rows_queried"], out["added"], out["succeeded"], out["rejected"]) == (
-        active, active, active, 0)
+        active,
+        active,
+        active,
+        0,
+    )
     assert {"run_id", "changed", "removed", "duration_s"} <= out.keys()
     outbox = Path(env["RETL_DATA_DIR"]) / "outbox" / "demo_users.jsonl"
     lines = [json.loads(x) for x in outbox.read_text().splitlines()]
@@ -86,8 +102,9 @@ def test_validate_names_the_sync_field_and_fix(project_env: dict[str, str], tmp_
     con.close()
     res = run([str(BIN / "retl"), "validate"], {**project_env, "RETL_WAREHOUSE": str(wh)})
     assert res.returncode == 1
-    assert ("sync 'demo_users_to_file', field 'mappings[3].from': column 'plan' is not in "
-            "the model") in res.stderr
+    assert (
+        "sync 'demo_users_to_file', field 'mappings[3].from': column 'plan' is not in the model"
+    ) in res.stderr
     assert "Fix: map an existing column or add it to the model" in res.stderr
 
 

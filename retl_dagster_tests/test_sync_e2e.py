@@ -54,7 +54,9 @@ def defs(receiver: WebhookReceiver, warehouse_path: Path) -> dg.Definitions:
 
 
 def test_first_run_adds_all_then_next_run_sends_exactly_the_changes(
-    defs: dg.Definitions, receiver: WebhookReceiver, instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
     warehouse_path: Path,
 ) -> None:
     first = run_sync(defs, "customers_hook", instance)
@@ -68,8 +70,11 @@ def test_first_run_adds_all_then_next_run_sends_exactly_the_changes(
     assert receiver.signature_failures == 0
     assert records[0]["fields"].keys() == {"email", "plan", "lifetime_value"}
     by_id = {r["id"]: r for r in records}
-    assert by_id["7"]["fields"] == {"email": "user7@example.com", "plan": "free",
-                                    "lifetime_value": 73.5}
+    assert by_id["7"]["fields"] == {
+        "email": "user7@example.com",
+        "plan": "free",
+        "lifetime_value": 73.5,
+    }
     body = receiver.requests[0].body
     assert body["sync"] == "customers_hook" and body["run_id"] == first.summary["run_id"]
 
@@ -77,8 +82,11 @@ def test_first_run_adds_all_then_next_run_sends_exactly_the_changes(
     sql(warehouse_path, "update customers set internal_note = 'edited'")
     sql(warehouse_path, "update customers set plan = 'enterprise' where id between 1 and 5")
     sql(warehouse_path, "delete from customers where id in (10, 11, 12)")
-    sql(warehouse_path, "insert into customers select i, 'new' || i || '@example.com', 'free', "
-                        "0, '' from range(200, 204) t(i)")
+    sql(
+        warehouse_path,
+        "insert into customers select i, 'new' || i || '@example.com', 'free', "
+        "0, '' from range(200, 204) t(i)",
+    )
     receiver.requests.clear()
     second = run_sync(defs, "customers_hook", instance)
     s = second.summary
@@ -109,7 +117,9 @@ def test_first_run_adds_all_then_next_run_sends_exactly_the_changes(
 
 
 def test_unmapped_column_change_sends_nothing(
-    defs: dg.Definitions, receiver: WebhookReceiver, instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
     warehouse_path: Path,
 ) -> None:
     assert run_sync(defs, "customers_hook", instance).status == "succeeded"
@@ -122,24 +132,34 @@ def test_unmapped_column_change_sends_nothing(
 
 
 def test_rejected_record_is_reported_kept_pending_and_retried_with_latest_values(
-    defs: dg.Definitions, receiver: WebhookReceiver, instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
     warehouse_path: Path,
 ) -> None:
     sql(warehouse_path, "update customers set email = 'not-an-email' where id = 42")
-    receiver.reject = lambda r: "invalid email" if "@" not in r["fields"].get("email", "@") else None
+    receiver.reject = lambda r: (
+        "invalid email" if "@" not in r["fields"].get("email", "@") else None
+    )
     outcome = run_sync(defs, "customers_hook", instance)
     assert outcome.status == "partial" and outcome.exit_code == 2
     assert (outcome.summary["succeeded"], outcome.summary["rejected"]) == (119, 1)
     md = instance.get_latest_materialization_event(
-        load_key("customers_hook")).asset_materialization.metadata  # type: ignore[union-attr]
-    assert "invalid email" in md["rejected_samples"].value and "not-an-email" in md[
-        "rejected_samples"].value
+        load_key("customers_hook")
+    ).asset_materialization.metadata  # type: ignore[union-attr]
+    assert (
+        "invalid email" in md["rejected_samples"].value
+        and "not-an-email" in md["rejected_samples"].value
+    )
     run_id = outcome.summary["run_id"]
-    assert sql(warehouse_path, "select _retl_key, status, error from _retl.sync_record_results "
-               f"where run_id = '{run_id}' and status <> 'succeeded'") == [
-        ("42", "rejected", "invalid email")]
-    assert sql(warehouse_path,
-               "select count(*) from _retl.customers_hook__state where _retl_key = '42'") == [(0,)]
+    assert sql(
+        warehouse_path,
+        "select _retl_key, status, error from _retl.sync_record_results "
+        f"where run_id = '{run_id}' and status <> 'succeeded'",
+    ) == [("42", "rejected", "invalid email")]
+    assert sql(
+        warehouse_path, "select count(*) from _retl.customers_hook__state where _retl_key = '42'"
+    ) == [(0,)]
     assert sql(warehouse_path, "select attempts from _retl.customers_hook__pending") == [(1,)]
 
     # Next run: only the rejected record goes again, still rejected, attempts counted.
@@ -159,11 +179,16 @@ def test_rejected_record_is_reported_kept_pending_and_retried_with_latest_values
 
 
 def test_duplicate_primary_keys_stop_the_run_before_anything_is_sent(
-    defs: dg.Definitions, receiver: WebhookReceiver, instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
     warehouse_path: Path,
 ) -> None:
-    sql(warehouse_path, "insert into customers values (7, 'dup@example.com', 'free', 1, ''), "
-                        "(7, 'dup2@example.com', 'free', 1, ''), (9, 'd@example.com', 'pro', 1, '')")
+    sql(
+        warehouse_path,
+        "insert into customers values (7, 'dup@example.com', 'free', 1, ''), "
+        "(7, 'dup2@example.com', 'free', 1, ''), (9, 'd@example.com', 'pro', 1, '')",
+    )
     outcome = run_sync(defs, "customers_hook", instance)
     assert outcome.status == "failed" and outcome.exit_code == 1
     assert receiver.requests == []
@@ -179,7 +204,9 @@ def test_duplicate_primary_keys_stop_the_run_before_anything_is_sent(
 
 
 def test_null_primary_key_is_named(
-    defs: dg.Definitions, receiver: WebhookReceiver, instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
     warehouse_path: Path,
 ) -> None:
     sql(warehouse_path, "insert into customers values (null, 'x@example.com', 'free', 1, '')")
@@ -190,7 +217,9 @@ def test_null_primary_key_is_named(
 
 
 def test_transient_errors_are_retried_with_the_same_batch_id(
-    defs: dg.Definitions, receiver: WebhookReceiver, instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
 ) -> None:
     receiver.transient = [(429, {"Retry-After": "0"}), (503, {})]
     outcome = run_sync(defs, "customers_hook", instance)
@@ -201,7 +230,9 @@ def test_transient_errors_are_retried_with_the_same_batch_id(
 
 
 def test_retries_exhausted_fail_the_run_and_mark_nothing_synced(
-    defs: dg.Definitions, receiver: WebhookReceiver, instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
     warehouse_path: Path,
 ) -> None:
     receiver.transient = [(500, {})] * 6
@@ -215,7 +246,9 @@ def test_retries_exhausted_fail_the_run_and_mark_nothing_synced(
 
 
 def test_a_4xx_rejects_the_batch_with_the_body_as_reason(
-    defs: dg.Definitions, receiver: WebhookReceiver, instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
     warehouse_path: Path,
 ) -> None:
     receiver.batch_status = 422
@@ -227,7 +260,9 @@ def test_a_4xx_rejects_the_batch_with_the_body_as_reason(
 
 
 def test_mapping_to_a_missing_column_fails_the_run_naming_the_field(
-    receiver: WebhookReceiver, instance: dg.DagsterInstance, warehouse_path: Path,
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
 ) -> None:
     make_customers(warehouse_path, 3)
     defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC.replace("{from: plan,", "{from: tier,"))
@@ -239,7 +274,9 @@ def test_mapping_to_a_missing_column_fails_the_run_naming_the_field(
 
 
 def test_secrets_never_reach_the_event_log(
-    defs: dg.Definitions, receiver: WebhookReceiver, instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
 ) -> None:
     receiver.transient = [(503, {})]
     run_sync(defs, "customers_hook", instance)

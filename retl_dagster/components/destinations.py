@@ -73,7 +73,9 @@ def _resolve_destinations(
     for name, spec in (raw or {}).items():
         if not _NAME_RE.match(name):
             raise DestinationConfigError(
-                name, "name", "must be lower-case letters, digits and underscores",
+                name,
+                "name",
+                "must be lower-case letters, digits and underscores",
                 "rename the destination, e.g. crm_hook",
             )
         if not isinstance(spec, dict) or "type" not in spec:
@@ -93,8 +95,11 @@ def _resolve_destinations(
                 env[key] = m.group(1) or m.group(2)
             elif key in secrets and value is not None:
                 raise DestinationConfigError(
-                    name, key, "a secret is written into the YAML",
-                    f'read it from the environment: {key}: "{{{{ env.{name.upper()}_{key.upper()} }}}}"',
+                    name,
+                    key,
+                    "a secret is written into the YAML",
+                    f"read it from the environment: {key}: "
+                    f'"{{{{ env.{name.upper()}_{key.upper()} }}}}"',
                 )
             else:
                 options[key] = context.resolve_value(value)

@@ -44,13 +44,15 @@ def check_references(defs: dg.Definitions) -> None:
         cls = DESTINATION_TYPES[res.destination_type]
         if cfg.mode not in cls.modes:
             raise ConfigError(
-                cfg.name, "mode",
+                cfg.name,
+                "mode",
                 f"destination '{cfg.destination}' ({cls.type}) does not support mode '{cfg.mode}'",
                 f"use one of {sorted(cls.modes)}",
             )
         if cfg.delete_behavior not in cls.delete_behaviors:
             raise ConfigError(
-                cfg.name, "delete_behavior",
+                cfg.name,
+                "delete_behavior",
                 f"destination '{cfg.destination}' ({cls.type}) cannot '{cfg.delete_behavior}'",
                 f"use one of {sorted(cls.delete_behaviors)}",
             )

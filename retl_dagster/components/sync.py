@@ -1,7 +1,6 @@
 """The Sync component: one sync's YAML -> model asset, run-partitioned diff and load assets, job."""
 # No `from __future__ import annotations`: Dagster inspects the real type of `context`.
 
-
 import time
 from collections.abc import Callable
 from typing import Any
@@ -156,8 +155,15 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
             if not keys.ok:
                 message = keys.describe(name, config.primary_key)
                 context.log.error(message)
-                record_run(wh, name, run_id, status="failed", error=message, rows_queried=keys.rows,
-                           finished=True)
+                record_run(
+                    wh,
+                    name,
+                    run_id,
+                    status="failed",
+                    error=message,
+                    rows_queried=keys.rows,
+                    finished=True,
+                )
                 return dg.MaterializeResult(
                     metadata={"rows_queried": dg.MetadataValue.int(keys.rows), "error": message},
                     check_results=[
@@ -179,8 +185,13 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
             record_run(wh, name, run_id, status="preparing", rows_queried=keys.rows)
             counts = diff_stage.compute_diff(wh, config, model_sql, run_id, keys.rows)
             record_run(
-                wh, name, run_id, status="queued",
-                added=counts.added, changed=counts.changed, removed=counts.removed,
+                wh,
+                name,
+                run_id,
+                status="queued",
+                added=counts.added,
+                changed=counts.changed,
+                removed=counts.removed,
             )
         context.log.info(
             f"sync {name}: {counts.rows_queried} rows queried, {counts.added} added, "
@@ -233,8 +244,13 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
                 raise
             status = "partial" if result.total_rejected else "succeeded"
             record_run(
-                wh, name, run_id, status=status,
-                succeeded=result.total_succeeded, rejected=result.total_rejected, finished=True,
+                wh,
+                name,
+                run_id,
+                status=status,
+                succeeded=result.total_succeeded,
+                rejected=result.total_rejected,
+                finished=True,
             )
         if result.total_rejected:
             context.log.warning(
@@ -248,13 +264,14 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
         job_name(name),
         selection=dg.AssetSelection.assets(diff_key(name), load_key(name)),
         partitions_def=partitions,
-        description=f"Run sync {name}: diff then deliver. One partition per run.",
+        description=f"Run sync {name} ({description}): diff, then deliver. One partition a run.",
         tags={"retl/sync": name},
     )
     return dg.Definitions(assets=assets, jobs=[job])
 
 
-class Sync(dg.Component, dg.Resolvable, SyncConfig):
+# The `model` field shadows Resolvable.model() on instances only; Dagster calls it on the class.
+class Sync(dg.Component, dg.Resolvable, SyncConfig):  # type: ignore[misc]
     """A Reverse ETL sync declared in `defs.yaml` (DESIGN.md §3)."""
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

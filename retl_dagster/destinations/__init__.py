@@ -36,9 +36,7 @@ def secret_fields(type_: str) -> set[str]:
     cls = DESTINATION_TYPES.get(type_)
     if cls is None:
         return set()
-    return {
-        n for n, f in cls.config_class.model_fields.items() if "SecretStr" in str(f.annotation)
-    }
+    return {n for n, f in cls.config_class.model_fields.items() if "SecretStr" in str(f.annotation)}
 
 
 def build_destination(name: str, type_: str, options: dict[str, Any]) -> Destination:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -68,7 +69,8 @@ class Destination(ABC):
     """An API client that delivers batches of records."""
 
     type: ClassVar[str]
-    config_class: ClassVar[type[DestinationConfig]]
+    # builtins.type: the class attribute `type` above shadows the builtin in this scope.
+    config_class: ClassVar[builtins.type[DestinationConfig]]
     modes: ClassVar[frozenset[str]]
     """Sync modes this destination supports."""
     delete_behaviors: ClassVar[frozenset[str]] = frozenset({"nothing", "clear", "delete"})

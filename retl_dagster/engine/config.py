@@ -177,9 +177,12 @@ def explain(exc: pydantic.ValidationError, sync: str, source: str = "") -> list[
     where = f" ({source})" if source else ""
     out = []
     for err in exc.errors():
-        loc = ".".join(
-            f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]
-        ).replace(".[", "[") or "(attributes)"
+        loc = (
+            ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(
+                ".[", "["
+            )
+            or "(attributes)"
+        )
         fix = _FIXES.get(err["type"], "correct the value").format(fields=fields)
         msg = err["msg"].removeprefix("Value error, ")
         out.append(f"sync '{sync}'{where}, field '{loc}': {msg}. Fix: {fix}")

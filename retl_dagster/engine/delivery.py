@@ -122,9 +122,22 @@ def load(
         if skipped:
             keys = [k for (k,) in skipped]
             n = len(keys)
-            _commit(wh, t, config.name, run_id, pa.table(
-                {"_retl_key": keys, "op": ["removed"] * n, "_retl_hash": [None] * n,
-                 "status": ["skipped"] * n, "error": [None] * n}, schema=_RESULT_SCHEMA))
+            _commit(
+                wh,
+                t,
+                config.name,
+                run_id,
+                pa.table(
+                    {
+                        "_retl_key": keys,
+                        "op": ["removed"] * n,
+                        "_retl_hash": [None] * n,
+                        "status": ["skipped"] * n,
+                        "error": [None] * n,
+                    },
+                    schema=_RESULT_SCHEMA,
+                ),
+            )
             result.skipped_removals = n
     op_filter = "" if config.delete_behavior != "nothing" else "and _retl_op <> 'removed'"
 
@@ -157,12 +170,22 @@ def load(
                 result.rejected_samples.append(
                     {"id": rec.key, "op": r["_retl_op"], "error": err, "payload": rec.fields}
                 )
-        _commit(wh, t, config.name, run_id, pa.table(
-            {"_retl_key": rb.column("_retl_key").cast(pa.string()),
-             "op": rb.column("_retl_op").cast(pa.string()),
-             "_retl_hash": rb.column("_retl_hash").cast(pa.string()),
-             "status": statuses, "error": errors},
-            schema=_RESULT_SCHEMA))
+        _commit(
+            wh,
+            t,
+            config.name,
+            run_id,
+            pa.table(
+                {
+                    "_retl_key": rb.column("_retl_key").cast(pa.string()),
+                    "op": rb.column("_retl_op").cast(pa.string()),
+                    "_retl_hash": rb.column("_retl_hash").cast(pa.string()),
+                    "status": statuses,
+                    "error": errors,
+                },
+                schema=_RESULT_SCHEMA,
+            ),
+        )
         done += len(rows)
         if progress:
             progress(done, result.planned)

@@ -30,7 +30,7 @@ def to_json_value(value: Any) -> Any:
         if not value.is_finite():
             return None
         if len(value.as_tuple().digits) <= _FLOAT_SAFE_DIGITS:
-            return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+            return int(value) if value == value.to_integral_value() else float(value)
         return str(value)
     if isinstance(value, dt.datetime):
         return value.isoformat()

@@ -10,8 +10,19 @@ from retl_dagster.engine.state import SYNC_RUNS, ensure_state_schema
 from retl_dagster.engine.warehouse import Warehouse
 
 RUN_COLUMNS = (
-    "run_id", "sync", "status", "started_at", "finished_at", "rows_queried",
-    "added", "changed", "removed", "succeeded", "rejected", "error", "dagster_run_id",
+    "run_id",
+    "sync",
+    "status",
+    "started_at",
+    "finished_at",
+    "rows_queried",
+    "added",
+    "changed",
+    "removed",
+    "succeeded",
+    "rejected",
+    "error",
+    "dagster_run_id",
 )
 
 
@@ -28,16 +39,16 @@ def record_run(
     unknown = set(values) - set(RUN_COLUMNS)
     assert not unknown, unknown
     ensure_state_schema(wh, sync)
-    exists = wh.fetchone(
-        f"select 1 from {SYNC_RUNS} where sync = ? and run_id = ?", [sync, run_id]
-    )
+    exists = wh.fetchone(f"select 1 from {SYNC_RUNS} where sync = ? and run_id = ?", [sync, run_id])
     if not exists:
         wh.execute(
             f"insert into {SYNC_RUNS} (run_id, sync, status, started_at) values (?, ?, ?, now())",
             [run_id, sync, values.get("status", "querying")],
         )
     if values or finished:
-        sets = ", ".join([f"{k} = ?" for k in values] + (["finished_at = now()"] if finished else []))
+        sets = ", ".join(
+            [f"{k} = ?" for k in values] + (["finished_at = now()"] if finished else [])
+        )
         wh.execute(
             f"update {SYNC_RUNS} set {sets} where sync = ? and run_id = ?",
             [*values.values(), sync, run_id],

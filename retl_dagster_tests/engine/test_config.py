@@ -49,8 +49,9 @@ def test_bad_mode_lists_the_modes() -> None:
 
 
 def test_missing_column_names_the_mapping_index() -> None:
-    cfg = SyncConfig.model_validate({**BASE, "mappings": [
-        {"from": "email", "to": "email"}, {"from": "tier", "to": "plan"}]})
+    cfg = SyncConfig.model_validate(
+        {**BASE, "mappings": [{"from": "email", "to": "email"}, {"from": "tier", "to": "plan"}]}
+    )
     with pytest.raises(ConfigError) as exc:
         cfg.check_columns(["id", "email"])
     assert str(exc.value) == (

@@ -97,7 +97,11 @@ class WebhookReceiver:
             return self._log(h, body, 200, {"rejected": rejected} if rejected else {})
 
     def _log(
-        self, h: dict[str, str], body: dict[str, Any], status: int, answer: Any,
+        self,
+        h: dict[str, str],
+        body: dict[str, Any],
+        status: int,
+        answer: Any,
         extra: dict[str, str] | None = None,
     ) -> tuple[int, Any, dict[str, str]]:
         self.requests.append(Received(h, body, status))

@@ -1,6 +1,5 @@
 """The dbt project's models as Dagster assets (group `dbt_models`)."""
 
-
 import os
 from collections.abc import Mapping
 from pathlib import Path

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pydantic
 
@@ -41,8 +41,13 @@ class FileDestination(Destination):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lines = []
         for r in batch.records:
-            line = {"sync": batch.sync, "run_id": batch.run_id, "batch_id": batch.batch_id,
-                    "op": r.op, "id": r.key}
+            line: dict[str, Any] = {
+                "sync": batch.sync,
+                "run_id": batch.run_id,
+                "batch_id": batch.batch_id,
+                "op": r.op,
+                "id": r.key,
+            }
             if r.op != "removed":
                 line["fields"] = r.fields
             lines.append(json.dumps(line, separators=(",", ":"), allow_nan=False))
