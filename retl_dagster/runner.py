@@ -9,8 +9,7 @@ from typing import Any
 import dagster as dg
 
 from retl_dagster.components import sync as sync_component
-from retl_dagster.engine.runs import RUN_COLUMNS, new_run_id
-from retl_dagster.engine.state import SYNC_RUNS
+from retl_dagster.engine.runs import get_run, new_run_id
 from retl_dagster.engine.warehouse import Warehouse
 
 EXIT_CODES = {"succeeded": 0, "partial": 2}
@@ -35,13 +34,7 @@ class SyncOutcome:
 def read_run(sync: str, run_id: str) -> dict[str, Any] | None:
     """This run's row of `_retl.sync_runs`."""
     with Warehouse(read_only=True) as wh:
-        if not wh.relation_exists(SYNC_RUNS):
-            return None
-        rows = wh.fetchall(
-            f"select {', '.join(RUN_COLUMNS)} from {SYNC_RUNS} where sync = ? and run_id = ?",
-            [sync, run_id],
-        )
-    return dict(zip(RUN_COLUMNS, rows[0], strict=True)) if rows else None
+        return get_run(wh, sync, run_id)
 
 
 def summarize(row: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from retl_dagster.engine import diff as diff_stage
 from retl_dagster.engine.config import ConfigError, SyncConfig
 from retl_dagster.engine.delivery import LoadResult, load
 from retl_dagster.engine.models import model_select
-from retl_dagster.engine.runs import record_run
+from retl_dagster.engine.runs import get_run, record_run
 from retl_dagster.engine.state import SyncTables
 from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse
 
@@ -56,9 +56,13 @@ def _fail(message: str) -> dg.Failure:
     return dg.Failure(description=message)
 
 
-def _load_metadata(result: LoadResult, status: str) -> dict[str, Any]:
+def _load_metadata(result: LoadResult, status: str, run: dict[str, Any]) -> dict[str, Any]:
     md: dict[str, Any] = {
         "status": status,
+        **{
+            k: dg.MetadataValue.int(int(run.get(k) or 0))
+            for k in ("rows_queried", "added", "changed", "removed")
+        },
         "planned": dg.MetadataValue.int(result.planned),
         "succeeded": dg.MetadataValue.int(result.total_succeeded),
         "rejected": dg.MetadataValue.int(result.total_rejected),
@@ -252,12 +256,13 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
                 rejected=result.total_rejected,
                 finished=True,
             )
+            run = get_run(wh, name, run_id) or {}
         if result.total_rejected:
             context.log.warning(
                 f"sync {name}: {result.total_rejected} record(s) rejected; they stay pending and "
                 "are retried on the next run. First: " + str(result.rejected_samples[:3])
             )
-        return dg.MaterializeResult(metadata=_load_metadata(result, status))
+        return dg.MaterializeResult(metadata=_load_metadata(result, status, run))
 
     assets += [diff_asset, load_asset]
     job = dg.define_asset_job(

@@ -55,6 +55,16 @@ def record_run(
         )
 
 
+def get_run(wh: Warehouse, sync: str, run_id: str) -> dict[str, Any] | None:
+    if not wh.relation_exists(SYNC_RUNS):
+        return None
+    rows = wh.fetchall(
+        f"select {', '.join(RUN_COLUMNS)} from {SYNC_RUNS} where sync = ? and run_id = ?",
+        [sync, run_id],
+    )
+    return dict(zip(RUN_COLUMNS, rows[0], strict=True)) if rows else None
+
+
 def run_history(wh: Warehouse, sync: str, limit: int = 20) -> list[dict[str, Any]]:
     if not wh.relation_exists(SYNC_RUNS):
         return []
