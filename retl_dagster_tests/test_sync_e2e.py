@@ -284,3 +284,29 @@ def test_secrets_never_reach_the_event_log(
     assert logged and not any(WEBHOOK_SECRET in line for line in logged)
     resource = defs.resources["destination__hook"]  # type: ignore[index]
     assert WEBHOOK_SECRET not in repr(resource)
+
+
+def test_delete_behavior_nothing_sends_no_removals_and_forgets_them(
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
+) -> None:
+    make_customers(warehouse_path, 10)
+    defs = defs_from_yaml(
+        WEBHOOK_DESTINATION, SYNC.replace("delete_behavior: delete", "delete_behavior: nothing")
+    )
+    assert run_sync(defs, "customers_hook", instance).summary["added"] == 10
+    sql(warehouse_path, "delete from customers where id <= 4")
+    receiver.requests.clear()
+    second = run_sync(defs, "customers_hook", instance)
+    assert second.status == "succeeded"
+    assert (second.summary["removed"], second.summary["succeeded"]) == (4, 0)
+    assert receiver.requests == []
+    assert sql(warehouse_path, "select count(*) from _retl.customers_hook__state") == [(6,)]
+    assert sql(
+        warehouse_path,
+        "select status, count(*) from _retl.sync_record_results "
+        f"where run_id = '{second.summary['run_id']}' group by 1",
+    ) == [("skipped", 4)]
+    third = run_sync(defs, "customers_hook", instance)
+    assert third.summary["removed"] == 0

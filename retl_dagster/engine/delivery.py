@@ -74,7 +74,7 @@ def _commit(wh: Warehouse, t: SyncTables, sync: str, run_id: str, rows: pa.Table
             )
             wh.execute(
                 f"delete from {t.state} where _retl_key in (select _retl_key from {view} "
-                "where status in ('succeeded', 'skipped') and op = 'removed')"
+                "where status = 'succeeded' and op = 'removed')"
             )
             wh.execute(
                 f"delete from {t.pending} where _retl_key in "
@@ -98,6 +98,24 @@ def _commit(wh: Warehouse, t: SyncTables, sync: str, run_id: str, rows: pa.Table
         wh.unregister(view)
 
 
+def _forget_removed(wh: Warehouse, t: SyncTables, sync: str, run_id: str) -> int:
+    """delete_behavior `nothing`: removed rows need no request; state forgets them, in SQL
+    (however many there are, none of them passes through Python)."""
+    removed = f"select _retl_key from {t.diff} where _retl_run_id = ? and _retl_op = 'removed'"
+    row = wh.fetchone(f"select count(*) from ({removed}) as r", [run_id])
+    n = int(row[0]) if row else 0
+    if n:
+        with wh.transaction():
+            wh.execute(f"delete from {t.state} where _retl_key in ({removed})", [run_id])
+            wh.execute(f"delete from {t.pending} where _retl_key in ({removed})", [run_id])
+            wh.execute(
+                f"insert into {RECORD_RESULTS} select ?, ?, _retl_key, 'removed', 'skipped', "
+                f"null, now() from {t.diff} where _retl_run_id = ? and _retl_op = 'removed'",
+                [run_id, sync, run_id],
+            )
+    return n
+
+
 def load(
     wh: Warehouse,
     config: SyncConfig,
@@ -114,31 +132,7 @@ def load(
     result.planned = int(row[0]) if row else 0
 
     if config.delete_behavior == "nothing":
-        # Nothing to send for these; the state simply forgets them.
-        skipped = wh.fetchall(
-            f"select _retl_key from {t.diff} where _retl_run_id = ? and _retl_op = 'removed'",
-            [run_id],
-        )
-        if skipped:
-            keys = [k for (k,) in skipped]
-            n = len(keys)
-            _commit(
-                wh,
-                t,
-                config.name,
-                run_id,
-                pa.table(
-                    {
-                        "_retl_key": keys,
-                        "op": ["removed"] * n,
-                        "_retl_hash": [None] * n,
-                        "status": ["skipped"] * n,
-                        "error": [None] * n,
-                    },
-                    schema=_RESULT_SCHEMA,
-                ),
-            )
-            result.skipped_removals = n
+        result.skipped_removals = _forget_removed(wh, t, config.name, run_id)
     op_filter = "" if config.delete_behavior != "nothing" else "and _retl_op <> 'removed'"
 
     mapper = Mapper(config)
