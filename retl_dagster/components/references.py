@@ -42,17 +42,13 @@ def check_references(defs: dg.Definitions) -> None:
                 "(retl_dagster/defs/destinations/) or correct the name",
             )
         cls = DESTINATION_TYPES[res.destination_type]
-        if cfg.mode not in cls.modes:
-            raise ConfigError(
-                cfg.name,
-                "mode",
-                f"destination '{cfg.destination}' ({cls.type}) does not support mode '{cfg.mode}'",
-                f"use one of {sorted(cls.modes)}",
-            )
-        if cfg.delete_behavior not in cls.delete_behaviors:
-            raise ConfigError(
-                cfg.name,
-                "delete_behavior",
-                f"destination '{cfg.destination}' ({cls.type}) cannot '{cfg.delete_behavior}'",
-                f"use one of {sorted(cls.delete_behaviors)}",
-            )
+        problems = cls.check_sync(
+            cfg.mode,
+            cfg.object,
+            cfg.delete_behavior,
+            cfg.match.field if cfg.match else None,
+            [m.to for m in cfg.mappings],
+        )
+        if problems:
+            field, problem, fix = problems[0]
+            raise ConfigError(cfg.name, field, f"destination '{cfg.destination}': {problem}", fix)

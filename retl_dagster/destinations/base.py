@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -20,6 +21,10 @@ class Record:
     op: Op
     key: str
     fields: dict[str, Any] = field(default_factory=dict)
+    match_value: Any = None
+    """Value of the sync's `match.column` (for a removed record: the one last synced)."""
+    dest_id: str | None = None
+    """The destination's own id for this record, as it answered on an earlier run."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class Batch:
     mode: str
     object: str | None
     records: list[Record]
+    match_field: str | None = None
+    """Destination identifier that `Record.match_value` is matched against (e.g. `email`)."""
 
     @property
     def batch_id(self) -> str:
@@ -47,6 +54,9 @@ class BatchResult:
 
     rejected: dict[str, str] = field(default_factory=dict)
     """key -> the destination's own reason."""
+    dest_ids: dict[str, str] = field(default_factory=dict)
+    """key -> the destination's id of an acknowledged record, kept in state for later
+    updates and deletes."""
 
 
 class DestinationError(RuntimeError):
@@ -76,6 +86,82 @@ class Destination(ABC):
     delete_behaviors: ClassVar[frozenset[str]] = frozenset({"nothing", "clear", "delete"})
     max_batch_size: ClassVar[int]
     """Records per request the API accepts."""
+    accepts_nulls: ClassVar[bool] = True
+    """False: the API refuses nulls, so `sync_nulls` is forced off."""
+    objects: ClassVar[Mapping[str, tuple[str, ...] | None] | None] = None
+    """None: `object` is free (or unused). Otherwise the valid objects, each with its fixed
+    property list, or None where the object takes any property (custom properties)."""
+    requires_object: ClassVar[bool] = False
+    requires_match: ClassVar[frozenset[str]] = frozenset()
+    """Modes in which the sync must declare `match`."""
+
+    @classmethod
+    def check_sync(
+        cls,
+        mode: str,
+        object_: str | None,
+        delete_behavior: str,
+        match_field: str | None,
+        fields: list[str],
+    ) -> list[tuple[str, str, str]]:
+        """(field, problem, fix) for each way a sync asks what this API cannot do."""
+        problems: list[tuple[str, str, str]] = []
+        if mode not in cls.modes:
+            problems.append(
+                (
+                    "mode",
+                    f"{cls.type} does not support mode '{mode}'",
+                    f"use one of {sorted(cls.modes)}",
+                )
+            )
+        if delete_behavior not in cls.delete_behaviors:
+            problems.append(
+                (
+                    "delete_behavior",
+                    f"{cls.type} cannot '{delete_behavior}'",
+                    f"use one of {sorted(cls.delete_behaviors)}",
+                )
+            )
+        if mode == "events" and delete_behavior != "nothing":
+            problems.append(
+                (
+                    "delete_behavior",
+                    "events are insert-only and cannot be deleted",
+                    "set delete_behavior: nothing",
+                )
+            )
+        if mode in cls.requires_match and match_field is None:
+            problems.append(
+                (
+                    "match",
+                    f"{cls.type} needs record matching in mode '{mode}'",
+                    "add `match: {column: <model column>, field: <identifier>}`",
+                )
+            )
+        if cls.requires_object and not object_:
+            listing = sorted(cls.objects) if cls.objects else "the API's object names"
+            problems.append(("object", "missing", f"set object to one of {listing}"))
+        if cls.objects is not None and object_:
+            if object_ not in cls.objects and "*" not in cls.objects:
+                problems.append(
+                    (
+                        "object",
+                        f"{cls.type} has no object '{object_}'",
+                        f"use one of {sorted(cls.objects)}",
+                    )
+                )
+            else:
+                allowed = cls.objects.get(object_, cls.objects.get("*"))
+                for i, f in enumerate(fields):
+                    if allowed is not None and f not in allowed:
+                        problems.append(
+                            (
+                                f"mappings[{i}].to",
+                                f"'{f}' is not a property of {cls.type} {object_}",
+                                f"use one of {', '.join(allowed)}",
+                            )
+                        )
+        return problems
 
     def __init__(self, name: str, config: DestinationConfig) -> None:
         self.name = name

@@ -52,6 +52,8 @@ _RESULT_SCHEMA = pa.schema(
         ("_retl_key", pa.string()),
         ("op", pa.string()),
         ("_retl_hash", pa.string()),
+        ("_retl_match", pa.string()),
+        ("_retl_dest_id", pa.string()),
         ("status", pa.string()),
         ("error", pa.string()),
     ]
@@ -66,9 +68,11 @@ def _commit(wh: Warehouse, t: SyncTables, sync: str, run_id: str, rows: pa.Table
         with wh.transaction():
             wh.execute(
                 f"""insert into {t.state}
-                select _retl_key, _retl_hash, now(), now(), ? from {view}
-                where status = 'succeeded' and op in ('added', 'changed')
+                select _retl_key, _retl_hash, _retl_match, _retl_dest_id, now(), now(), ?
+                from {view} where status = 'succeeded' and op in ('added', 'changed')
                 on conflict (_retl_key) do update set _retl_hash = excluded._retl_hash,
+                    _retl_match = excluded._retl_match,
+                    _retl_dest_id = coalesce(excluded._retl_dest_id, {t.state}._retl_dest_id),
                     last_synced_at = excluded.last_synced_at, last_run_id = excluded.last_run_id""",
                 [run_id],
             )
@@ -136,6 +140,7 @@ def load(
     op_filter = "" if config.delete_behavior != "nothing" else "and _retl_op <> 'removed'"
 
     mapper = Mapper(config)
+    match_field = config.match.field if config.match else None
     batch_size = config.batch_size or getattr(destination, "batch_size", None)
     batch_size = min(batch_size or destination.max_batch_size, destination.max_batch_size)
     cols = ", ".join(quote_ident(c) for c in config.source_columns())
@@ -143,14 +148,15 @@ def load(
     if progress:
         progress(done, result.planned)
     for rb in wh.stream(
-        f"select _retl_op, _retl_key, _retl_hash, {cols} from {t.diff} "
+        f"select _retl_op, _retl_key, _retl_hash, _retl_match, _retl_dest_id, {cols} "
+        f"from {t.diff} "
         f"where _retl_run_id = ? {op_filter}",
         [run_id],
         batch_size=batch_size,
     ):
         rows = rb.to_pylist()
         records = [mapper.record(r["_retl_op"], r["_retl_key"], r) for r in rows]
-        batch = Batch(config.name, run_id, config.mode, config.object, records)
+        batch = Batch(config.name, run_id, config.mode, config.object, records, match_field)
         answer = destination.deliver(batch)
         result.batches += 1
         statuses, errors = [], []
@@ -174,6 +180,10 @@ def load(
                     "_retl_key": rb.column("_retl_key").cast(pa.string()),
                     "op": rb.column("_retl_op").cast(pa.string()),
                     "_retl_hash": rb.column("_retl_hash").cast(pa.string()),
+                    "_retl_match": rb.column("_retl_match").cast(pa.string()),
+                    "_retl_dest_id": [
+                        answer.dest_ids.get(r["_retl_key"], r["_retl_dest_id"]) for r in rows
+                    ],
                     "status": statuses,
                     "error": errors,
                 },

@@ -117,7 +117,8 @@ def compute_diff(
     col_defs = ", ".join(f"{quote_ident(c)} {type_of[c.lower()]}" for c in cols)
     wh.execute(
         f"create table if not exists {t.diff} (_retl_run_id varchar not null, "
-        f"_retl_op varchar not null, _retl_key varchar not null, _retl_hash varchar, {col_defs})"
+        f"_retl_op varchar not null, _retl_key varchar not null, _retl_hash varchar, "
+        f"_retl_match varchar, _retl_dest_id varchar, {col_defs})"
     )
     # A mapping that gained a column since the table was made: add it (older runs read null).
     existing = {c.lower() for c, _ in wh.columns_of(f"select * from {t.diff}")}
@@ -129,21 +130,23 @@ def compute_diff(
     mcols = ", ".join(f"m.{quote_ident(c)}" for c in cols)
     nulls = ", ".join("null" for _ in cols)
     pk = quote_ident(config.primary_key)
+    match = f"cast({quote_ident(config.match.column)} as varchar)" if config.match else "null"
     with wh.transaction():
         wh.execute(f"delete from {t.diff} where _retl_run_id = ?", [run_id])
         wh.execute(
-            f"""insert into {t.diff} (_retl_run_id, _retl_op, _retl_key, _retl_hash, {qcols})
+            f"""insert into {t.diff} (_retl_run_id, _retl_op, _retl_key, _retl_hash,
+                _retl_match, _retl_dest_id, {qcols})
             with m as (
                 select cast({pk} as varchar) as _retl_key, {row_hash_sql(config)} as _retl_hash,
-                       {qcols}
+                       {match} as _retl_match, {qcols}
                 from ({model_sql}) as src
             )
             select ?, case when s._retl_key is null then 'added' else 'changed' end,
-                   m._retl_key, m._retl_hash, {mcols}
+                   m._retl_key, m._retl_hash, m._retl_match, s._retl_dest_id, {mcols}
             from m left join {t.state} as s on s._retl_key = m._retl_key
             where s._retl_key is null or s._retl_hash <> m._retl_hash
             union all
-            select ?, 'removed', s._retl_key, null, {nulls}
+            select ?, 'removed', s._retl_key, null, s._retl_match, s._retl_dest_id, {nulls}
             from {t.state} as s
             where not exists (select 1 from m where m._retl_key = s._retl_key)""",
             [run_id, run_id],

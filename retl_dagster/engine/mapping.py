@@ -59,17 +59,24 @@ class Mapper:
         self.mappings = [(m.source, m.to, m.sync_nulls) for m in config.mappings]
         self.delete_behavior = config.delete_behavior
         self.events = config.mode == "events"
+        self.match_column = config.match.column if config.match else None
 
     def record(self, op: str, key: str, row: dict[str, Any]) -> Record:
+        """`row`: the diff row; `_retl_match` and `_retl_dest_id` come from the last sync."""
+        dest_id = row.get("_retl_dest_id")
         if op == "removed":
+            match = row.get("_retl_match")
             if self.delete_behavior == "clear":
                 # Keep the destination record, blank the fields this sync owns.
-                return Record("changed", key, {to: None for _, to, _ in self.mappings})
-            return Record("removed", key)
+                nulls = {to: None for _, to, _ in self.mappings}
+                return Record("changed", key, nulls, match, dest_id)
+            return Record("removed", key, {}, match, dest_id)
         fields: dict[str, Any] = {}
         for source, to, sync_nulls in self.mappings:
             value = row.get(source)
             if value is None and not sync_nulls:
                 continue
             fields[to] = to_json_value(value)
-        return Record("event" if self.events else op, key, fields)  # type: ignore[arg-type]
+        match_value = to_json_value(row.get(self.match_column)) if self.match_column else None
+        op_out = "event" if self.events else op
+        return Record(op_out, key, fields, match_value, dest_id)  # type: ignore[arg-type]

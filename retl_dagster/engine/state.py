@@ -46,6 +46,8 @@ def ensure_state_schema(wh: Warehouse, sync: str) -> SyncTables:
         f"""create table if not exists {t.state} (
             _retl_key varchar primary key,
             _retl_hash varchar not null,
+            _retl_match varchar,
+            _retl_dest_id varchar,
             first_synced_at timestamptz not null,
             last_synced_at timestamptz not null,
             last_run_id varchar not null)"""

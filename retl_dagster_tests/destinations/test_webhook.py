@@ -9,8 +9,7 @@ import pytest
 
 from retl_dagster.destinations import Batch, Record, build_destination
 from retl_dagster.destinations.base import DestinationConfigError
-from retl_dagster.destinations.webhook.client import parse_retry_after
-from retl_dagster.destinations.webhook.exceptions import WebhookGaveUp
+from retl_dagster.destinations.http import GaveUp, parse_retry_after
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
 
 SECRET = "s3cret"
@@ -66,9 +65,9 @@ def test_connection_refused_is_retried_then_gives_up() -> None:
             "backoff_max_s": 0.02,
         },
     )
-    with pytest.raises(WebhookGaveUp, match="failed 3 times"):
+    with pytest.raises(GaveUp, match="failed 3 times"):
         dest.deliver(batch())
-    assert dest.attempts == 3  # type: ignore[attr-defined]
+    assert dest.client.attempts == 3  # type: ignore[attr-defined]
 
 
 def test_parse_retry_after_accepts_seconds_and_http_dates() -> None:

@@ -1,0 +1,156 @@
+"""HTTP plumbing every API destination shares: one client, proactive rate limiting, and bounded
+retries of transient failures (429, 5xx, timeouts, resets) that honour the server's wait hints.
+
+Built on httpx (HTTP), tenacity (retries) and pyrate-limiter (a token bucket per destination).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+import pydantic
+import tenacity
+from pyrate_limiter import Duration, Limiter, Rate
+
+from retl_dagster.destinations.base import DestinationConfig, DestinationError
+
+MAX_BODY_IN_ERRORS = 1000
+
+
+class HttpSettings(DestinationConfig):
+    """Options every HTTP destination accepts."""
+
+    timeout_s: float = pydantic.Field(default=30.0, gt=0)
+    max_attempts: int = pydantic.Field(default=6, ge=1, le=20)
+    """Attempts per request for 429/5xx/timeouts before the run fails."""
+    backoff_initial_s: float = pydantic.Field(default=0.5, ge=0)
+    backoff_max_s: float = pydantic.Field(default=60.0, ge=0)
+    requests_per_second: float | None = pydantic.Field(default=None, gt=0)
+    """Proactive client-side limit; defaults to the API's documented limit."""
+
+
+class TransientHttpError(Exception):
+    """Worth another attempt, after `retry_after_s` when the server said so."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class GaveUp(DestinationError):
+    """Every attempt at a request failed transiently."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+def retry_after_header(response: httpx.Response) -> float | None:
+    """The default wait hint: `Retry-After`."""
+    return parse_retry_after(response.headers.get("Retry-After"))
+
+
+class _WaitHintOrBackoff(tenacity.wait.wait_base):
+    """The server's wait hint when it gave one, else exponential backoff with jitter."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.backoff = tenacity.wait_exponential_jitter(initial=initial, max=maximum)
+        self.maximum = maximum
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, TransientHttpError) and exc.retry_after_s is not None:
+            return min(exc.retry_after_s, self.maximum)
+        return float(self.backoff(retry_state))
+
+
+class HttpClient:
+    """A destination's connection to its API."""
+
+    def __init__(
+        self,
+        destination: str,
+        settings: HttpSettings,
+        *,
+        base_url: str = "",
+        headers: Mapping[str, str] | None = None,
+        default_rps: float | None = None,
+        wait_hint: Callable[[httpx.Response], float | None] = retry_after_header,
+        is_transient: Callable[[httpx.Response], bool] | None = None,
+    ) -> None:
+        self.destination = destination
+        self.settings = settings
+        self.wait_hint = wait_hint
+        self.is_transient = is_transient or (lambda r: r.status_code == 429 or r.status_code >= 500)
+        self.http = httpx.Client(
+            base_url=base_url, timeout=settings.timeout_s, headers=dict(headers or {})
+        )
+        rps = settings.requests_per_second or default_rps
+        # Whole requests per second as a token bucket; sub-1/s limits as 1 per N seconds.
+        self.limiter = (
+            Limiter(
+                Rate(max(1, int(rps)), Duration.SECOND)
+                if rps >= 1
+                else Rate(1, int(Duration.SECOND * (1 / rps)))
+            )
+            if rps
+            else None
+        )
+        self.attempts = 0
+        """Requests sent, retries included."""
+        self.throttled = 0
+        """Answers that asked us to slow down (429)."""
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send with rate limiting and retries; return the first non-transient response."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TransientHttpError),
+            wait=_WaitHintOrBackoff(self.settings.backoff_initial_s, self.settings.backoff_max_s),
+            stop=tenacity.stop_after_attempt(self.settings.max_attempts),
+            reraise=True,
+        )
+        try:
+            return retrying(self._once, method, url, **kwargs)
+        except TransientHttpError as exc:
+            raise GaveUp(
+                f"destination '{self.destination}': {method} {url} failed "
+                f"{self.settings.max_attempts} times, last: {exc}. Nothing in this batch was "
+                "marked synced; the next run sends it again"
+            ) from exc
+
+    def _once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        if self.limiter is not None:
+            self.limiter.try_acquire(self.destination)
+        self.attempts += 1
+        try:
+            response = self.http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:  # timeouts, resets, refused connections
+            raise TransientHttpError(f"{type(exc).__name__}: {exc}") from exc
+        if self.is_transient(response):
+            if response.status_code == 429:
+                self.throttled += 1
+            raise TransientHttpError(
+                f"HTTP {response.status_code}: {response.text[:200]}", self.wait_hint(response)
+            )
+        return response
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def error_text(response: httpx.Response) -> str:
+    return f"HTTP {response.status_code}: {response.text[:MAX_BODY_IN_ERRORS]}"
