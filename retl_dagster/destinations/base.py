@@ -91,6 +91,9 @@ class Destination(ABC):
     objects: ClassVar[Mapping[str, tuple[str, ...] | None] | None] = None
     """None: `object` is free (or unused). Otherwise the valid objects, each with its fixed
     property list, or None where the object takes any property (custom properties)."""
+    native_values: ClassVar[bool] = False
+    """True: fields arrive as Python values (Decimal, datetime, bytes...) instead of JSON-ready
+    ones, for destinations that store types (databases)."""
     requires_object: ClassVar[bool] = False
     requires_match: ClassVar[frozenset[str]] = frozenset()
     """Modes in which the sync must declare `match`."""
@@ -166,6 +169,16 @@ class Destination(ABC):
     def __init__(self, name: str, config: DestinationConfig) -> None:
         self.name = name
         self.config = config
+
+    def prepare(  # noqa: B027 - optional hook
+        self,
+        object_: str | None,
+        match_field: str | None,
+        field_types: dict[str, str],
+        match_type: str | None,
+    ) -> None:
+        """Called once per run before the first batch with the warehouse type of each mapped
+        field (and of the match column), for destinations that create or check a schema."""
 
     @abstractmethod
     def deliver(self, batch: Batch) -> BatchResult:

@@ -116,6 +116,11 @@ class SyncConfig(_Strict):
                 f"sync '{self.name}': mappings is empty; add at least one "
                 "`- {from: <model column>, to: <destination field>}`"
             )
+        if self.mode == "mirror" and self.delete_behavior != "delete":
+            raise ValueError(
+                f"sync '{self.name}': mode mirror deletes what leaves the model; "
+                "set delete_behavior: delete (or use mode upsert)"
+            )
         seen: set[str] = set()
         for i, m in enumerate(self.mappings):
             if m.to in seen:

@@ -139,8 +139,15 @@ def load(
         result.skipped_removals = _forget_removed(wh, t, config.name, run_id)
     op_filter = "" if config.delete_behavior != "nothing" else "and _retl_op <> 'removed'"
 
-    mapper = Mapper(config)
+    mapper = Mapper(config, encode=not destination.native_values)
     match_field = config.match.field if config.match else None
+    types = {c.lower(): ty for c, ty in wh.columns_of(f"select * from {t.diff}")}
+    destination.prepare(
+        config.object,
+        match_field,
+        {m.to: types[m.source.lower()] for m in config.mappings},
+        types[config.match.column.lower()] if config.match else None,
+    )
     batch_size = config.batch_size or getattr(destination, "batch_size", None)
     batch_size = min(batch_size or destination.max_batch_size, destination.max_batch_size)
     cols = ", ".join(quote_ident(c) for c in config.source_columns())

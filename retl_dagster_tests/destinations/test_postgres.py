@@ -1,0 +1,183 @@
+"""Postgres table destination: real syncs through Dagster into a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from retl_dagster.runner import run_sync
+from retl_dagster_tests.harness import defs_from_yaml
+from retl_dagster_tests.test_sync_e2e import sql
+
+PG_URL = os.environ.get("RETL_TEST_PG_URL")
+if not PG_URL and os.environ.get("CI"):
+    raise RuntimeError("CI must run the Postgres tests: .ci/run sets RETL_TEST_PG_URL")
+pytestmark = pytest.mark.skipif(
+    not PG_URL, reason="no PostgreSQL: run .ci/start_postgres.sh and export RETL_TEST_PG_URL"
+)
+
+DESTINATION = """
+destinations:
+  pg: {type: postgres, url: "{{ env.RETL_TEST_PG_URL }}", batch_size: 40}
+"""
+
+
+@pytest.fixture
+def table() -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    yield f"public.{name}"
+    with sa.create_engine(PG_URL or "").begin() as conn:
+        conn.execute(sa.text(f"drop table if exists public.{name}"))
+
+
+def pg(statement: str) -> list[tuple]:
+    with sa.create_engine(PG_URL or "").begin() as conn:
+        result = conn.execute(sa.text(statement))
+        return [tuple(r) for r in result] if result.returns_rows else []
+
+
+def sync_yaml(table: str, mode: str = "mirror", delete: str = "delete") -> str:
+    return f"""
+name: accounts_pg
+model: {{table: accounts}}
+primary_key: id
+destination: pg
+object: {table}
+mode: {mode}
+match: {{column: id, field: account_id}}
+mappings:
+  - {{from: name, to: name}}
+  - {{from: arr, to: arr}}
+  - {{from: since, to: customer_since}}
+  - {{from: tags, to: tags}}
+  - {{from: address, to: address}}
+delete_behavior: {delete}
+"""
+
+
+def make_accounts(path: Path, n: int = 100) -> None:
+    sql(
+        path,
+        f"""create or replace table accounts as
+        select i as id, 'acct ' || i as name, (i * 1000.25)::decimal(14, 2) as arr,
+               timestamptz '2025-01-01 00:00:00+00' + to_days(i::integer) as since,
+               ['a', 'b'] as tags, {{'city': 'Lyon', 'zip': i::varchar}} as address
+        from range(1, {n + 1}) t(i)""",
+    )
+
+
+def test_mirror_keeps_the_table_equal_to_the_model_with_types(
+    table: str, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    make_accounts(warehouse_path)
+    defs = defs_from_yaml(DESTINATION, sync_yaml(table))
+    first = run_sync(defs, "accounts_pg", instance)
+    assert first.status == "succeeded", first.summary
+    assert first.summary["succeeded"] == 100
+    row = pg(
+        f"select account_id, name, arr, customer_since, tags, address from {table} "
+        "where account_id = 3"
+    )[0]
+    assert row[:3] == (3, "acct 3", Decimal("3000.75"))
+    assert row[3].isoformat() == "2025-01-04T00:00:00+00:00"
+    assert (row[4], row[5]) == (["a", "b"], {"city": "Lyon", "zip": "3"})
+    types = dict(
+        pg(
+            "select column_name, data_type from information_schema.columns "
+            f"where table_name = '{table.split('.')[1]}'"
+        )
+    )
+    assert types["arr"] == "numeric" and types["address"] == "jsonb"
+    assert types["customer_since"] == "timestamp with time zone"
+
+    sql(warehouse_path, "update accounts set name = 'renamed' where id in (1, 2)")
+    sql(warehouse_path, "delete from accounts where id > 95")
+    second = run_sync(defs, "accounts_pg", instance)
+    assert (second.summary["changed"], second.summary["removed"]) == (2, 5)
+    assert pg(f"select count(*) from {table}") == [(95,)]
+    assert pg(f"select name from {table} where account_id = 2") == [("renamed",)]
+
+
+def test_a_value_the_table_refuses_rejects_only_that_record(
+    table: str, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    make_accounts(warehouse_path, 50)
+    pg(f"""create table {table} (account_id bigint primary key, name varchar(10)
+           check (name <> 'acct 13'), arr numeric, customer_since timestamptz, tags jsonb,
+           address jsonb)""")
+    sql(warehouse_path, "update accounts set name = 'a name that is far too long' where id = 7")
+    defs = defs_from_yaml(DESTINATION, sync_yaml(table, mode="upsert"))
+    outcome = run_sync(defs, "accounts_pg", instance)
+    assert outcome.status == "partial"
+    assert (outcome.summary["succeeded"], outcome.summary["rejected"]) == (48, 2)
+    errors = dict(
+        sql(
+            warehouse_path,
+            "select _retl_key, error from _retl.sync_record_results where status = 'rejected'",
+        )
+    )
+    assert "value too long for type character varying(10)" in errors["7"]
+    assert "violates check constraint" in errors["13"]
+    assert pg(f"select count(*) from {table}") == [(48,)]
+
+
+def test_update_never_creates_and_insert_never_touches(
+    table: str, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    make_accounts(warehouse_path, 5)
+    pg(f"""create table {table} (account_id bigint primary key, name text, arr numeric,
+           customer_since timestamptz, tags jsonb, address jsonb)""")
+    pg(f"insert into {table} (account_id, name) values (1, 'old'), (2, 'old')")
+    update = run_sync(
+        defs_from_yaml(DESTINATION, sync_yaml(table, "update", "nothing")), "accounts_pg", instance
+    )
+    assert (update.summary["succeeded"], update.summary["rejected"]) == (2, 3)
+    assert pg(f"select account_id, name from {table} order by 1") == [(1, "acct 1"), (2, "acct 2")]
+    rejected = sql(
+        warehouse_path,
+        "select error from _retl.sync_record_results where status = 'rejected' and _retl_key = '4'",
+    )
+    assert "update mode never creates rows" in rejected[0][0]
+
+
+def test_insert_mode_leaves_existing_rows_alone(
+    table: str, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    make_accounts(warehouse_path, 3)
+    pg(f"""create table {table} (account_id bigint primary key, name text, arr numeric,
+           customer_since timestamptz, tags jsonb, address jsonb)""")
+    pg(f"insert into {table} (account_id, name) values (1, 'keep me')")
+    out = run_sync(
+        defs_from_yaml(DESTINATION, sync_yaml(table, "insert", "nothing")), "accounts_pg", instance
+    )
+    assert out.status == "succeeded"
+    assert pg(f"select account_id, name from {table} order by 1") == [
+        (1, "keep me"),
+        (2, "acct 2"),
+        (3, "acct 3"),
+    ]
+
+
+def test_a_table_missing_a_mapped_column_fails_the_run_clearly(
+    table: str, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    make_accounts(warehouse_path, 3)
+    pg(f"create table {table} (account_id bigint primary key, name text)")
+    out = run_sync(defs_from_yaml(DESTINATION, sync_yaml(table, "upsert")), "accounts_pg", instance)
+    assert out.status == "failed"
+    assert "has no column(s) arr, customer_since, tags, address" in out.summary["error"]
+
+
+def test_postgres_needs_an_object_and_a_match() -> None:
+    with pytest.raises(Exception, match="field 'match': destination 'pg': postgres needs"):
+        defs_from_yaml(
+            DESTINATION,
+            sync_yaml("public.x").replace("match: {column: id, field: account_id}\n", ""),
+        )
