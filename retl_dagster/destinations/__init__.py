@@ -15,11 +15,13 @@ from retl_dagster.destinations.base import (
     Record,
 )
 from retl_dagster.destinations.file import FileDestination
+from retl_dagster.destinations.hubspot import HubSpotDestination
 from retl_dagster.destinations.postgres import PostgresDestination
 from retl_dagster.destinations.webhook import WebhookDestination
 
 DESTINATION_TYPES: dict[str, type[Destination]] = {
-    cls.type: cls for cls in (WebhookDestination, FileDestination, PostgresDestination)
+    cls.type: cls
+    for cls in (WebhookDestination, FileDestination, PostgresDestination, HubSpotDestination)
 }
 
 

@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import httpx
+
+from retl_dagster.destinations.base import Batch, BatchResult, Destination, Record
+from retl_dagster.destinations.http import HttpClient, error_text
+from retl_dagster.destinations.hubspot.config import HubSpotConfig
+from retl_dagster.destinations.hubspot.exceptions import HubSpotAuthError
+
+# Private apps: 100 requests per 10 s (HubSpot's documented default burst limit).
+DEFAULT_RPS = 10.0
+_EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return error_text(response)
+    return f"{body.get('category', response.status_code)}: {body.get('message', '')}".strip()
+
+
+class HubSpotDestination(Destination):
+    type: ClassVar[str] = "hubspot"
+    config_class = HubSpotConfig
+    modes = frozenset({"insert", "update", "upsert", "mirror"})
+    max_batch_size = 100
+    requires_object = True
+    requires_match = frozenset({"update", "upsert", "mirror"})
+
+    def __init__(self, name: str, config: HubSpotConfig) -> None:  # type: ignore[override]
+        super().__init__(name, config)
+        self.config: HubSpotConfig = config
+        self.batch_size = config.batch_size
+        self.client = HttpClient(
+            name,
+            config,
+            base_url=str(config.base_url).rstrip("/"),
+            headers={"Authorization": f"Bearer {config.token.get_secret_value()}"},
+            default_rps=DEFAULT_RPS,
+        )
+
+    # -- requests ---------------------------------------------------------------------------
+    def _post(self, object_: str, action: str, body: dict[str, Any]) -> httpx.Response:
+        response = self.client.request(
+            "POST", f"/crm/v3/objects/{object_}/batch/{action}", json=body
+        )
+        if response.status_code in (401, 403):
+            raise HubSpotAuthError(
+                f"destination '{self.name}': {_message(response)}. Fix: check "
+                "the private app token and its scopes"
+            )
+        return response
+
+    @staticmethod
+    def _properties(record: Record) -> dict[str, Any]:
+        # HubSpot clears a property set to "", and refuses null.
+        return {k: "" if v is None else v for k, v in record.fields.items()}
+
+    def _input(self, mode: str, record: Record, match_field: str | None) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "properties": self._properties(record),
+            "objectWriteTraceId": record.key,
+        }
+        if mode == "update" and record.dest_id:
+            item["id"] = record.dest_id
+        elif mode in ("update", "upsert", "mirror"):
+            item["id"] = record.match_value
+            item["idProperty"] = match_field
+        return item
+
+    # -- delivery ---------------------------------------------------------------------------
+    def deliver(self, batch: Batch) -> BatchResult:
+        assert batch.object
+        result = BatchResult()
+        writes = [r for r in batch.records if r.op != "removed"]
+        removes = [r for r in batch.records if r.op == "removed"]
+        if writes:
+            action = {"insert": "create", "update": "update"}.get(batch.mode, "upsert")
+            self._write(batch, action, writes, result)
+        if removes:
+            self._archive(batch, removes, result)
+        return result
+
+    def _write(self, batch: Batch, action: str, records: list[Record], out: BatchResult) -> None:
+        assert batch.object
+        inputs = [self._input(batch.mode, r, batch.match_field) for r in records]
+        response = self._post(batch.object, action, {"inputs": inputs})
+        if response.status_code in (400, 409):
+            if len(records) > 1:
+                # One bad value fails HubSpot's whole batch: halve until it is isolated.
+                half = len(records) // 2
+                self._write(batch, action, records[:half], out)
+                self._write(batch, action, records[half:], out)
+                return
+            record = records[0]
+            existing = _EXISTING_ID.search(response.text)
+            if response.status_code == 409 and action == "create" and existing:
+                out.dest_ids[record.key] = existing.group(1)  # insert leaves it as it is
+                return
+            out.rejected[record.key] = _message(response)
+            return
+        if not response.is_success:
+            for r in records:
+                out.rejected[r.key] = _message(response)
+            return
+        body = response.json()
+        by_input_id = {str(i.get("id")): r for i, r in zip(inputs, records, strict=True)}
+        confirmed: set[str] = set()
+        for res in body.get("results", []):
+            key = res.get("objectWriteTraceId")
+            if key is None:  # fall back to the identifier we sent
+                prop = batch.match_field or ""
+                rec = by_input_id.get(str(res.get("properties", {}).get(prop)))
+                key = rec.key if rec else None
+            if key is not None:
+                confirmed.add(key)
+                out.dest_ids[key] = str(res["id"])
+        for err in body.get("errors", []):
+            message = f"{err.get('category', 'ERROR')}: {err.get('message', '')}"
+            for failed_id in (err.get("context") or {}).get("ids", []):
+                rec = by_input_id.get(str(failed_id))
+                if rec is not None:
+                    out.rejected[rec.key] = message
+        for r in records:
+            if r.key not in confirmed and r.key not in out.rejected:
+                # Never mark synced what HubSpot did not confirm.
+                out.rejected[r.key] = "HubSpot's answer did not confirm this record"
+
+    def _archive(self, batch: Batch, records: list[Record], out: BatchResult) -> None:
+        assert batch.object
+        ids = {r.key: r.dest_id for r in records if r.dest_id}
+        lookup = [r for r in records if not r.dest_id and r.match_value is not None]
+        if lookup and batch.match_field:
+            response = self._post(
+                batch.object,
+                "read",
+                {
+                    "idProperty": batch.match_field,
+                    "properties": [batch.match_field],
+                    "inputs": [{"id": r.match_value} for r in lookup],
+                },
+            )
+            found = (
+                {
+                    str(res["properties"].get(batch.match_field)): str(res["id"])
+                    for res in response.json().get("results", [])
+                }
+                if response.content
+                else {}
+            )
+            for r in lookup:
+                if str(r.match_value) in found:
+                    ids[r.key] = found[str(r.match_value)]
+        if ids:
+            response = self._post(
+                batch.object, "archive", {"inputs": [{"id": i} for i in ids.values()]}
+            )
+            if not response.is_success:
+                for key in ids:
+                    out.rejected[key] = _message(response)
+        # Records HubSpot no longer has are already deleted: nothing to do.
+
+    def close(self) -> None:
+        self.client.close()

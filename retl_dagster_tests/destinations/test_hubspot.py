@@ -1,0 +1,185 @@
+"""HubSpot: real syncs through Dagster against the fake HubSpot API on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from retl_dagster.runner import run_sync
+from retl_dagster_tests.fakes.hubspot import FakeHubSpot
+from retl_dagster_tests.harness import defs_from_yaml
+from retl_dagster_tests.test_sync_e2e import sql
+
+TOKEN = "pat-na1-fake-token"
+
+
+@pytest.fixture
+def hubspot(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHubSpot]:
+    monkeypatch.setenv("HUBSPOT_TOKEN", TOKEN)
+    with FakeHubSpot(TOKEN) as fake:
+        monkeypatch.setenv("HUBSPOT_URL", fake.url)
+        yield fake
+
+
+def destination(extra: str = "") -> str:
+    return f"""
+destinations:
+  hubspot:
+    type: hubspot
+    token: "{{{{ env.HUBSPOT_TOKEN }}}}"
+    base_url: "{{{{ env.HUBSPOT_URL }}}}"
+    backoff_initial_s: 0.05
+    backoff_max_s: 1
+    {extra}
+"""
+
+
+def sync(mode: str = "mirror", delete: str = "delete") -> str:
+    return f"""
+name: contacts
+model: {{table: people}}
+primary_key: id
+destination: hubspot
+object: contacts
+mode: {mode}
+match: {{column: email, field: email}}
+mappings:
+  - {{from: email, to: email}}
+  - {{from: first, to: firstname}}
+  - {{from: plan, to: plan}}
+delete_behavior: {delete}
+"""
+
+
+def people(path: Path, n: int) -> None:
+    sql(
+        path,
+        f"""create or replace table people as select i as id,
+        'person' || i || '@example.com' as email, 'First' || i as first,
+        case when i % 2 = 0 then 'pro' else 'free' end as plan from range(1, {n + 1}) t(i)""",
+    )
+
+
+def contacts(fake: FakeHubSpot) -> dict[str, dict[str, str]]:
+    return {p["email"]: p for p in fake.objects["contacts"].values()}
+
+
+def test_upsert_changes_and_deletes(
+    hubspot: FakeHubSpot, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    people(warehouse_path, 150)
+    defs = defs_from_yaml(destination(), sync())
+    first = run_sync(defs, "contacts", instance)
+    assert first.status == "succeeded", first.summary
+    assert len(contacts(hubspot)) == 150
+    assert hubspot.count("/batch/upsert") == 2  # 100 + 50: HubSpot's batch limit
+    assert contacts(hubspot)["person7@example.com"]["firstname"] == "First7"
+
+    sql(warehouse_path, "update people set plan = 'enterprise' where id <= 3")
+    sql(warehouse_path, "delete from people where id > 140")
+    second = run_sync(defs, "contacts", instance)
+    assert (second.summary["changed"], second.summary["removed"]) == (3, 10)
+    assert second.status == "succeeded"
+    assert len(contacts(hubspot)) == 140 and len(hubspot.archived["contacts"]) == 10
+    assert contacts(hubspot)["person2@example.com"]["plan"] == "enterprise"
+    # Deletes used the ids HubSpot returned on the first run: no lookups needed.
+    assert hubspot.count("/batch/read") == 0
+
+
+def test_an_invalid_value_is_isolated_and_rejected_with_hubspots_message(
+    hubspot: FakeHubSpot, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    people(warehouse_path, 60)
+    sql(warehouse_path, "update people set email = 'broken-at-example.com' where id = 17")
+    outcome = run_sync(
+        defs_from_yaml(destination(), sync("upsert", "nothing")), "contacts", instance
+    )
+    assert outcome.status == "partial"
+    assert (outcome.summary["succeeded"], outcome.summary["rejected"]) == (59, 1)
+    [(key, error)] = sql(
+        warehouse_path,
+        "select _retl_key, error from _retl.sync_record_results where status = 'rejected'",
+    )
+    assert key == "17"
+    assert error.startswith("VALIDATION_ERROR: Property values were not valid")
+    assert "INVALID_EMAIL" in error
+    assert len(contacts(hubspot)) == 59
+
+
+def test_rate_limit_survived_with_nothing_lost_or_doubled(
+    hubspot: FakeHubSpot, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    hubspot.rate_limit, hubspot.window_s = 2, 0.5
+    people(warehouse_path, 500)
+    defs = defs_from_yaml(destination("batch_size: 20"), sync("upsert", "nothing"))
+    outcome = run_sync(defs, "contacts", instance)
+    assert outcome.status == "succeeded"
+    assert hubspot.count("/batch/upsert", 429) > 0  # the fake did push back
+    assert len(hubspot.objects["contacts"]) == 500  # no duplicates, none lost
+
+
+def test_a_client_side_limit_avoids_429s(
+    hubspot: FakeHubSpot, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    hubspot.rate_limit, hubspot.window_s = 3, 1.0
+    people(warehouse_path, 100)
+    defs = defs_from_yaml(
+        destination("batch_size: 20\n    requests_per_second: 2"), sync("upsert", "nothing")
+    )
+    assert run_sync(defs, "contacts", instance).status == "succeeded"
+    assert hubspot.count("/batch/upsert", 429) == 0
+    assert len(hubspot.objects["contacts"]) == 100
+
+
+def test_update_reports_unknown_contacts_from_a_207(
+    hubspot: FakeHubSpot, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    people(warehouse_path, 5)
+    hubspot.objects["contacts"]["1"] = {"email": "person1@example.com"}
+    hubspot.objects["contacts"]["2"] = {"email": "person2@example.com"}
+    outcome = run_sync(
+        defs_from_yaml(destination(), sync("update", "nothing")), "contacts", instance
+    )
+    assert (outcome.summary["succeeded"], outcome.summary["rejected"]) == (2, 3)
+    errors = {
+        e
+        for (e,) in sql(
+            warehouse_path,
+            "select distinct error from _retl.sync_record_results where status = 'rejected'",
+        )
+    }
+    assert errors == {
+        "OBJECT_NOT_FOUND: Could not get some CONTACT objects, they may be deleted "
+        "or not exist. Check that ids are valid."
+    }
+    assert len(hubspot.objects["contacts"]) == 2  # update never creates
+
+
+def test_insert_leaves_existing_contacts_alone(
+    hubspot: FakeHubSpot, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    people(warehouse_path, 4)
+    hubspot.objects["contacts"]["9"] = {"email": "person2@example.com", "firstname": "Keep"}
+    outcome = run_sync(
+        defs_from_yaml(destination(), sync("insert", "nothing")), "contacts", instance
+    )
+    assert outcome.status == "succeeded"
+    assert contacts(hubspot)["person2@example.com"]["firstname"] == "Keep"
+    assert len(contacts(hubspot)) == 4
+
+
+def test_a_wrong_token_fails_the_run_saying_so(
+    hubspot: FakeHubSpot,
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HUBSPOT_TOKEN", "wrong")
+    people(warehouse_path, 3)
+    outcome = run_sync(defs_from_yaml(destination(), sync()), "contacts", instance)
+    assert outcome.status == "failed"
+    assert "INVALID_AUTHENTICATION" in outcome.summary["error"]
+    assert "wrong" not in outcome.summary["error"]
