@@ -86,6 +86,7 @@ class Warehouse:
         con = duckdb.connect(self.location, read_only=self.read_only)
         con.execute(f"SET memory_limit='{self.memory_limit}'")
         con.execute("SET preserve_insertion_order=false")
+        con.execute("SET enable_progress_bar=false")  # it would write into our logs
         return con
 
     def __enter__(self) -> Warehouse:
