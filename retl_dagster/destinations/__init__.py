@@ -17,11 +17,18 @@ from retl_dagster.destinations.base import (
 from retl_dagster.destinations.file import FileDestination
 from retl_dagster.destinations.hubspot import HubSpotDestination
 from retl_dagster.destinations.postgres import PostgresDestination
+from retl_dagster.destinations.segment import SegmentDestination
 from retl_dagster.destinations.webhook import WebhookDestination
 
 DESTINATION_TYPES: dict[str, type[Destination]] = {
     cls.type: cls
-    for cls in (WebhookDestination, FileDestination, PostgresDestination, HubSpotDestination)
+    for cls in (
+        WebhookDestination,
+        FileDestination,
+        PostgresDestination,
+        HubSpotDestination,
+        SegmentDestination,
+    )
 }
 
 
