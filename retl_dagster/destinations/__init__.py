@@ -16,6 +16,7 @@ from retl_dagster.destinations.base import (
 )
 from retl_dagster.destinations.file import FileDestination
 from retl_dagster.destinations.hubspot import HubSpotDestination
+from retl_dagster.destinations.mixpanel import MixpanelDestination
 from retl_dagster.destinations.postgres import PostgresDestination
 from retl_dagster.destinations.segment import SegmentDestination
 from retl_dagster.destinations.webhook import WebhookDestination
@@ -28,6 +29,7 @@ DESTINATION_TYPES: dict[str, type[Destination]] = {
         PostgresDestination,
         HubSpotDestination,
         SegmentDestination,
+        MixpanelDestination,
     )
 }
 

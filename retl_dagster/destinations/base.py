@@ -72,7 +72,8 @@ class DestinationConfigError(ValueError):
 
 
 class DestinationConfig(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+    # Numeric-looking ids in YAML (`project_id: 123`) are still ids.
+    model_config = pydantic.ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
 class Destination(ABC):

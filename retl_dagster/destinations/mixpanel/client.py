@@ -1,0 +1,164 @@
+"""Mixpanel ingestion API: `/engage` (profiles: `$set`, `$unset`, `$delete`; project token in
+each update) and `/import?strict=1` (events, service-account basic auth, gzip, per-event
+`failed_records`). At most 2000 updates or events a request; `$insert_id` dedupes events."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import time
+from typing import Any, ClassVar
+
+import httpx
+import pydantic
+
+from retl_dagster.destinations.base import Batch, BatchResult, Destination, DestinationError, Record
+from retl_dagster.destinations.http import HttpClient, HttpSettings, error_text
+
+MAX_PER_REQUEST = 2000
+
+
+class MixpanelConfig(HttpSettings):
+    project_token: pydantic.SecretStr
+    """Project token: authenticates /engage profile updates."""
+    project_id: str | None = None
+    """Needed with a service account for /import (events)."""
+    service_account_username: str | None = None
+    service_account_secret: pydantic.SecretStr | None = None
+    base_url: pydantic.AnyHttpUrl = pydantic.AnyHttpUrl("https://api.mixpanel.com")
+    """`https://api-eu.mixpanel.com` for EU data residency."""
+    batch_size: int = pydantic.Field(default=2000, ge=1, le=MAX_PER_REQUEST)
+
+
+def insert_id(sync: str, record: Record) -> str:
+    """Stable per record content (Mixpanel keeps the first 36 characters)."""
+    raw = json.dumps([sync, record.key, record.fields], sort_keys=True, default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:36]
+
+
+class MixpanelDestination(Destination):
+    type: ClassVar[str] = "mixpanel"
+    config_class = MixpanelConfig
+    modes = frozenset({"upsert", "mirror", "events"})
+    max_batch_size = MAX_PER_REQUEST
+    requires_object = True
+
+    def __init__(self, name: str, config: MixpanelConfig) -> None:  # type: ignore[override]
+        super().__init__(name, config)
+        self.config: MixpanelConfig = config
+        self.batch_size = config.batch_size
+        self.client = HttpClient(name, config, base_url=str(config.base_url).rstrip("/"))
+
+    @classmethod
+    def check_sync(
+        cls,
+        mode: str,
+        object_: str | None,
+        delete_behavior: str,
+        match_field: str | None,
+        fields: list[str],
+    ) -> list[tuple[str, str, str]]:
+        problems = super().check_sync(mode, object_, delete_behavior, match_field, fields)
+        if mode != "events" and object_ != "profiles":
+            problems.append(
+                (
+                    "object",
+                    f"mode {mode} writes user profiles",
+                    "use object: profiles, or mode: events with the event name",
+                )
+            )
+        return problems
+
+    def deliver(self, batch: Batch) -> BatchResult:
+        if batch.mode == "events":
+            return self._import(batch)
+        out = BatchResult()
+        self._engage(batch.records, out)
+        return out
+
+    # -- profiles ---------------------------------------------------------------------------
+    def _updates(self, record: Record) -> list[dict[str, Any]]:
+        """Profile updates for one record (Mixpanel takes one operation per update)."""
+        token = self.config.project_token.get_secret_value()
+        distinct = str(record.match_value if record.match_value is not None else record.key)
+        head = {"$token": token, "$distinct_id": distinct}
+        if record.op == "removed":
+            return [{**head, "$delete": ""}]
+        sets = {k: v for k, v in record.fields.items() if v is not None}
+        unsets = [k for k, v in record.fields.items() if v is None]  # a null clears
+        updates = [{**head, "$set": sets}] if sets else []
+        return updates + ([{**head, "$unset": unsets}] if unsets else [])
+
+    def _engage(self, records: list[Record], out: BatchResult) -> None:
+        updates = [u for r in records for u in self._updates(r)]
+        response = self.client.request("POST", "/engage", params={"verbose": "1"}, json=updates)
+        body = self._body(response)
+        if response.is_success and body.get("status") == 1:
+            return
+        if len(records) > 1:
+            # /engage fails a whole request for one bad update: halve until it is isolated.
+            half = len(records) // 2
+            self._engage(records[:half], out)
+            self._engage(records[half:], out)
+            return
+        out.rejected[records[0].key] = str(body.get("error") or error_text(response))
+
+    # -- events -----------------------------------------------------------------------------
+    def _import(self, batch: Batch) -> BatchResult:
+        if not (self.config.service_account_username and self.config.service_account_secret):
+            raise DestinationError(
+                f"destination '{self.name}': events need service_account_username and "
+                "service_account_secret (and project_id)"
+            )
+        now_ms = int(time.time() * 1000)
+        events, by_insert_id = [], {}
+        for r in batch.records:
+            props = dict(r.fields)
+            iid = insert_id(batch.sync, r)
+            props.setdefault("time", now_ms)
+            props["distinct_id"] = str(r.match_value if r.match_value is not None else r.key)
+            props["$insert_id"] = iid
+            events.append({"event": batch.object, "properties": props})
+            by_insert_id[iid] = r.key
+        body = gzip.compress(json.dumps(events, allow_nan=False).encode())
+        response = self.client.request(
+            "POST",
+            "/import",
+            params={
+                "strict": "1",
+                **({"project_id": self.config.project_id} if self.config.project_id else {}),
+            },
+            content=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            auth=(
+                self.config.service_account_username,
+                self.config.service_account_secret.get_secret_value(),
+            ),
+        )
+        if response.status_code in (401, 403):
+            raise DestinationError(f"destination '{self.name}': {error_text(response)}")
+        out = BatchResult()
+        answer = self._body(response)
+        if response.status_code == 400 and "failed_records" in answer:
+            # A partial success: everything not listed was imported.
+            for failed in answer["failed_records"]:
+                key = by_insert_id.get(failed.get("insert_id") or failed.get("$insert_id"))
+                if key is None and isinstance(failed.get("index"), int):
+                    key = batch.records[failed["index"]].key
+                if key is not None:
+                    out.rejected[key] = f"{failed.get('field', '')}: {failed.get('message', '')}"
+        elif not response.is_success:
+            out.rejected = {r.key: error_text(response) for r in batch.records}
+        return out
+
+    @staticmethod
+    def _body(response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    def close(self) -> None:
+        self.client.close()
