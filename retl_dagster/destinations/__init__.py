@@ -14,6 +14,7 @@ from retl_dagster.destinations.base import (
     DestinationError,
     Record,
 )
+from retl_dagster.destinations.braze import BrazeDestination
 from retl_dagster.destinations.file import FileDestination
 from retl_dagster.destinations.hubspot import HubSpotDestination
 from retl_dagster.destinations.mixpanel import MixpanelDestination
@@ -30,6 +31,7 @@ DESTINATION_TYPES: dict[str, type[Destination]] = {
         HubSpotDestination,
         SegmentDestination,
         MixpanelDestination,
+        BrazeDestination,
     )
 }
 

@@ -1,0 +1,166 @@
+"""Braze REST API: `/users/track` (at most 75 attributes + events + purchases objects a request;
+`{"message": "success", "errors": [{"type", "input_array", "index"}]}` names the objects it
+refused) and `/users/delete` (at most 50 ids). REST API key as Bearer; a 429 carries
+`X-RateLimit-Reset` (epoch seconds)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any, ClassVar
+
+import httpx
+import pydantic
+
+from retl_dagster.destinations.base import Batch, BatchResult, Destination, DestinationError, Record
+from retl_dagster.destinations.http import HttpClient, HttpSettings, error_text
+
+MAX_TRACK_OBJECTS = 75
+MAX_DELETE_IDS = 50
+IDENTIFIERS = ("external_id", "email", "braze_id")
+PURCHASE_FIELDS = ("product_id", "currency", "price")
+
+
+class BrazeConfig(HttpSettings):
+    api_key: pydantic.SecretStr
+    """REST API key with users.track (and users.delete for deletes)."""
+    base_url: pydantic.AnyHttpUrl
+    """Your instance's REST endpoint, e.g. `https://rest.iad-01.braze.com`."""
+    batch_size: int = pydantic.Field(default=MAX_TRACK_OBJECTS, ge=1, le=MAX_TRACK_OBJECTS)
+
+
+def rate_limit_reset(response: httpx.Response) -> float | None:
+    """Seconds until `X-RateLimit-Reset` (an epoch timestamp), Braze's wait hint."""
+    reset = response.headers.get("X-RateLimit-Reset")
+    try:
+        return max(0.0, float(reset) - time.time()) if reset else None
+    except ValueError:
+        return None
+
+
+class BrazeDestination(Destination):
+    type: ClassVar[str] = "braze"
+    config_class = BrazeConfig
+    modes = frozenset({"upsert", "update", "mirror", "events"})
+    max_batch_size = MAX_TRACK_OBJECTS
+    requires_object = True
+    requires_match = frozenset({"upsert", "update", "mirror", "events"})
+
+    def __init__(self, name: str, config: BrazeConfig) -> None:  # type: ignore[override]
+        super().__init__(name, config)
+        self.config: BrazeConfig = config
+        self.batch_size = config.batch_size
+        self.client = HttpClient(
+            name,
+            config,
+            base_url=str(config.base_url).rstrip("/"),
+            headers={"Authorization": f"Bearer {config.api_key.get_secret_value()}"},
+            default_rps=1000.0,
+            wait_hint=rate_limit_reset,
+        )
+
+    @classmethod
+    def check_sync(
+        cls,
+        mode: str,
+        object_: str | None,
+        delete_behavior: str,
+        match_field: str | None,
+        fields: list[str],
+    ) -> list[tuple[str, str, str]]:
+        problems = super().check_sync(mode, object_, delete_behavior, match_field, fields)
+        if match_field is not None and match_field not in IDENTIFIERS:
+            problems.append(
+                (
+                    "match.field",
+                    f"Braze identifies users by {', '.join(IDENTIFIERS)}",
+                    "match on one of those",
+                )
+            )
+        if mode != "events" and object_ != "users":
+            problems.append(
+                (
+                    "object",
+                    f"mode {mode} writes user attributes",
+                    "use object: users, or mode: events with an event name or purchases",
+                )
+            )
+        if mode == "events" and object_ == "purchases":
+            missing = [f for f in PURCHASE_FIELDS if f not in fields]
+            if missing:
+                problems.append(
+                    (
+                        "mappings",
+                        f"purchases need {', '.join(missing)}",
+                        f"map columns to {', '.join(PURCHASE_FIELDS)}",
+                    )
+                )
+        if delete_behavior == "delete" and match_field not in (None, "external_id"):
+            problems.append(
+                (
+                    "delete_behavior",
+                    "Braze deletes users by external_id",
+                    "match on external_id to delete",
+                )
+            )
+        return problems
+
+    def _object(self, batch: Batch, record: Record) -> tuple[str, dict[str, Any]]:
+        ident = {batch.match_field or "external_id": record.match_value}
+        if batch.mode != "events":
+            obj = {**ident, **record.fields}
+            if batch.mode == "update":
+                obj["_update_existing_only"] = True
+            return "attributes", obj
+        now = dt.datetime.now(dt.UTC).isoformat()
+        if batch.object == "purchases":
+            props = {k: v for k, v in record.fields.items() if k not in PURCHASE_FIELDS}
+            fixed = {k: record.fields.get(k) for k in PURCHASE_FIELDS}
+            return "purchases", {**ident, **fixed, "time": now, "properties": props}
+        return "events", {**ident, "name": batch.object, "time": now, "properties": record.fields}
+
+    def deliver(self, batch: Batch) -> BatchResult:
+        out = BatchResult()
+        writes = [r for r in batch.records if r.op != "removed"]
+        removes = [r for r in batch.records if r.op == "removed"]
+        if writes:
+            self._track(batch, writes, out)
+        for i in range(0, len(removes), MAX_DELETE_IDS):
+            chunk = removes[i : i + MAX_DELETE_IDS]
+            response = self._post(
+                "/users/delete", {"external_ids": [str(r.match_value) for r in chunk]}
+            )
+            if not response.is_success:
+                out.rejected.update({r.key: error_text(response) for r in chunk})
+        return out
+
+    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        response = self.client.request("POST", path, json=body)
+        if response.status_code in (401, 403):
+            raise DestinationError(
+                f"destination '{self.name}': Braze refused the API key ({error_text(response)})"
+            )
+        return response
+
+    def _track(self, batch: Batch, records: list[Record], out: BatchResult) -> None:
+        arrays: dict[str, list[dict[str, Any]]] = {}
+        owners: dict[tuple[str, int], Record] = {}
+        for r in records:
+            name, obj = self._object(batch, r)
+            owners[(name, len(arrays.setdefault(name, [])))] = r
+            arrays[name].append(obj)
+        response = self._post("/users/track", arrays)
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if not response.is_success:
+            out.rejected.update({r.key: error_text(response) for r in records})
+            return
+        for err in body.get("errors", []) if isinstance(body, dict) else []:
+            owner = owners.get((str(err.get("input_array")), int(err.get("index", -1))))
+            if owner is not None:
+                out.rejected[owner.key] = str(err.get("type") or err)
+
+    def close(self) -> None:
+        self.client.close()
