@@ -19,6 +19,7 @@ from retl_dagster.destinations.file import FileDestination
 from retl_dagster.destinations.hubspot import HubSpotDestination
 from retl_dagster.destinations.mixpanel import MixpanelDestination
 from retl_dagster.destinations.postgres import PostgresDestination
+from retl_dagster.destinations.salesforce import SalesforceDestination
 from retl_dagster.destinations.segment import SegmentDestination
 from retl_dagster.destinations.webhook import WebhookDestination
 
@@ -32,6 +33,7 @@ DESTINATION_TYPES: dict[str, type[Destination]] = {
         SegmentDestination,
         MixpanelDestination,
         BrazeDestination,
+        SalesforceDestination,
     )
 }
 
