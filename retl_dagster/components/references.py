@@ -7,6 +7,7 @@ import dagster as dg
 from retl_dagster.components.destinations import DestinationResource, resource_key
 from retl_dagster.components.sync import CONFIG_METADATA_KEY
 from retl_dagster.destinations import DESTINATION_TYPES
+from retl_dagster.destinations.base import SyncShape
 from retl_dagster.engine.config import ConfigError, SyncConfig
 
 
@@ -43,11 +44,13 @@ def check_references(defs: dg.Definitions) -> None:
             )
         cls = DESTINATION_TYPES[res.destination_type]
         problems = cls.check_sync(
-            cfg.mode,
-            cfg.object,
-            cfg.delete_behavior,
-            cfg.match.field if cfg.match else None,
-            [m.to for m in cfg.mappings],
+            SyncShape(
+                cfg.mode,
+                cfg.object,
+                cfg.delete_behavior,
+                cfg.match.field if cfg.match else None,
+                [m.to for m in cfg.mappings],
+            )
         )
         if problems:
             field, problem, fix = problems[0]

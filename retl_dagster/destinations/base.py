@@ -59,6 +59,21 @@ class BatchResult:
     updates and deletes."""
 
 
+@dataclass(frozen=True)
+class SyncShape:
+    """What a sync asks of its destination, for checks before anything is sent."""
+
+    mode: str
+    object: str | None
+    delete_behavior: str
+    match_field: str | None
+    fields: list[str]
+
+
+Problem = tuple[str, str, str]
+"""(field, problem, fix) of a sync's declaration."""
+
+
 class DestinationError(RuntimeError):
     """Delivery cannot go on (bad credentials, retries exhausted): the run fails and nothing
     unacknowledged is marked synced."""
@@ -100,16 +115,11 @@ class Destination(ABC):
     """Modes in which the sync must declare `match`."""
 
     @classmethod
-    def check_sync(
-        cls,
-        mode: str,
-        object_: str | None,
-        delete_behavior: str,
-        match_field: str | None,
-        fields: list[str],
-    ) -> list[tuple[str, str, str]]:
-        """(field, problem, fix) for each way a sync asks what this API cannot do."""
-        problems: list[tuple[str, str, str]] = []
+    def check_sync(cls, sync: SyncShape) -> list[Problem]:
+        """Each way a sync asks what this API cannot do: the generic rules, then the API's."""
+        mode, object_, delete_behavior = sync.mode, sync.object, sync.delete_behavior
+        match_field, fields = sync.match_field, sync.fields
+        problems: list[Problem] = []
         if mode not in cls.modes:
             problems.append(
                 (
@@ -165,7 +175,12 @@ class Destination(ABC):
                                 f"use one of {', '.join(allowed)}",
                             )
                         )
-        return problems
+        return problems + cls.check_specific(sync)
+
+    @classmethod
+    def check_specific(cls, sync: SyncShape) -> list[Problem]:
+        """This API's own rules (override)."""
+        return []
 
     def __init__(self, name: str, config: DestinationConfig) -> None:
         self.name = name

@@ -12,7 +12,15 @@ from typing import Any, ClassVar
 import httpx
 import pydantic
 
-from retl_dagster.destinations.base import Batch, BatchResult, Destination, DestinationError, Record
+from retl_dagster.destinations.base import (
+    Batch,
+    BatchResult,
+    Destination,
+    DestinationError,
+    Problem,
+    Record,
+    SyncShape,
+)
 from retl_dagster.destinations.http import HttpClient, HttpSettings, error_text
 
 MAX_TRACK_OBJECTS = 75
@@ -60,15 +68,9 @@ class BrazeDestination(Destination):
         )
 
     @classmethod
-    def check_sync(
-        cls,
-        mode: str,
-        object_: str | None,
-        delete_behavior: str,
-        match_field: str | None,
-        fields: list[str],
-    ) -> list[tuple[str, str, str]]:
-        problems = super().check_sync(mode, object_, delete_behavior, match_field, fields)
+    def check_specific(cls, sync: SyncShape) -> list[Problem]:
+        mode, object_, match_field = sync.mode, sync.object, sync.match_field
+        problems: list[Problem] = []
         if match_field is not None and match_field not in IDENTIFIERS:
             problems.append(
                 (
@@ -86,7 +88,7 @@ class BrazeDestination(Destination):
                 )
             )
         if mode == "events" and object_ == "purchases":
-            missing = [f for f in PURCHASE_FIELDS if f not in fields]
+            missing = [f for f in PURCHASE_FIELDS if f not in sync.fields]
             if missing:
                 problems.append(
                     (
@@ -95,7 +97,7 @@ class BrazeDestination(Destination):
                         f"map columns to {', '.join(PURCHASE_FIELDS)}",
                     )
                 )
-        if delete_behavior == "delete" and match_field not in (None, "external_id"):
+        if sync.delete_behavior == "delete" and match_field not in (None, "external_id"):
             problems.append(
                 (
                     "delete_behavior",

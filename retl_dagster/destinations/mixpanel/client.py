@@ -13,7 +13,15 @@ from typing import Any, ClassVar
 import httpx
 import pydantic
 
-from retl_dagster.destinations.base import Batch, BatchResult, Destination, DestinationError, Record
+from retl_dagster.destinations.base import (
+    Batch,
+    BatchResult,
+    Destination,
+    DestinationError,
+    Problem,
+    Record,
+    SyncShape,
+)
 from retl_dagster.destinations.http import HttpClient, HttpSettings, error_text
 
 MAX_PER_REQUEST = 2000
@@ -51,20 +59,13 @@ class MixpanelDestination(Destination):
         self.client = HttpClient(name, config, base_url=str(config.base_url).rstrip("/"))
 
     @classmethod
-    def check_sync(
-        cls,
-        mode: str,
-        object_: str | None,
-        delete_behavior: str,
-        match_field: str | None,
-        fields: list[str],
-    ) -> list[tuple[str, str, str]]:
-        problems = super().check_sync(mode, object_, delete_behavior, match_field, fields)
-        if mode != "events" and object_ != "profiles":
+    def check_specific(cls, sync: SyncShape) -> list[Problem]:
+        problems: list[Problem] = []
+        if sync.mode != "events" and sync.object != "profiles":
             problems.append(
                 (
                     "object",
-                    f"mode {mode} writes user profiles",
+                    f"mode {sync.mode} writes user profiles",
                     "use object: profiles, or mode: events with the event name",
                 )
             )

@@ -11,7 +11,15 @@ from typing import Any, ClassVar
 
 import pydantic
 
-from retl_dagster.destinations.base import Batch, BatchResult, Destination, DestinationError, Record
+from retl_dagster.destinations.base import (
+    Batch,
+    BatchResult,
+    Destination,
+    DestinationError,
+    Problem,
+    Record,
+    SyncShape,
+)
 from retl_dagster.destinations.http import HttpClient, HttpSettings, error_text
 
 MAX_BATCH_BYTES = 500 * 1024
@@ -54,15 +62,9 @@ class SegmentDestination(Destination):
         )
 
     @classmethod
-    def check_sync(
-        cls,
-        mode: str,
-        object_: str | None,
-        delete_behavior: str,
-        match_field: str | None,
-        fields: list[str],
-    ) -> list[tuple[str, str, str]]:
-        problems = super().check_sync(mode, object_, delete_behavior, match_field, fields)
+    def check_specific(cls, sync: SyncShape) -> list[Problem]:
+        mode, object_, match_field = sync.mode, sync.object, sync.match_field
+        problems: list[Problem] = []
         if mode == "upsert" and object_ not in (None, "identify"):
             problems.append(
                 (
