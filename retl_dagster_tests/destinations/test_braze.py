@@ -126,3 +126,23 @@ def test_events_and_purchases_survive_rate_limits(
 def test_purchases_need_their_fields() -> None:
     with pytest.raises(Exception, match="purchases need product_id, currency, price"):
         defs_from_yaml(DEST, sync("events", "purchases"))
+
+
+def test_subscription_group_states(
+    braze: FakeBraze, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    users(warehouse_path, 6)
+    sql(warehouse_path, "alter table users add column sub varchar")
+    sql(
+        warehouse_path,
+        "update users set sub = case when id % 2 = 0 then 'subscribed' else 'unsubscribed' end",
+    )
+    sql(warehouse_path, "update users set sub = 'maybe' where id = 5")
+    yaml = sync("upsert", "subscription_group:grp-1").replace(
+        "  - {from: plan, to: plan}", "  - {from: sub, to: subscription_state}"
+    )
+    out = run_sync(defs_from_yaml(DEST, yaml), "to_braze", instance)
+    assert (out.summary["succeeded"], out.summary["rejected"]) == (5, 1)
+    assert braze.subscriptions[("ext-2", "grp-1")] == "subscribed"
+    assert braze.subscriptions[("ext-3", "grp-1")] == "unsubscribed"
+    assert ("ext-5", "grp-1") not in braze.subscriptions

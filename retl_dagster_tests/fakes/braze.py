@@ -39,6 +39,7 @@ class FakeBraze(FakeServer):
         self.users: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.purchases: list[dict[str, Any]] = []
+        self.subscriptions: dict[tuple[str, str], str] = {}
 
     def rate_limited(self, request: Request) -> Response:
         reset = int(time.time() + self.window_s) + 1
@@ -91,6 +92,11 @@ class FakeBraze(FakeServer):
                     problem = "'time' is required"
                 elif array == "purchases" and not isinstance(obj.get("price"), (int, float)):
                     problem = "'price' must be a number"
+                elif any(
+                    g.get("subscription_state") not in ("subscribed", "unsubscribed")
+                    for g in obj.get("subscription_groups", [])
+                ):
+                    problem = "subscription_state must be 'subscribed' or 'unsubscribed'"
                 if problem:
                     errors.append({"type": problem, "input_array": array, "index": i})
                     continue
@@ -100,6 +106,10 @@ class FakeBraze(FakeServer):
                         continue
                     attrs = {k: v for k, v in obj.items() if k != "_update_existing_only"}
                     user = self.users.setdefault(str(ident), {})
+                    for g in attrs.pop("subscription_groups", []):
+                        self.subscriptions[(str(ident), g["subscription_group_id"])] = g[
+                            "subscription_state"
+                        ]
                     for k, v in attrs.items():
                         if v is None:
                             user.pop(k, None)  # null removes the attribute

@@ -27,6 +27,8 @@ MAX_TRACK_OBJECTS = 75
 MAX_DELETE_IDS = 50
 IDENTIFIERS = ("external_id", "email", "braze_id")
 PURCHASE_FIELDS = ("product_id", "currency", "price")
+SUBSCRIPTION_PREFIX = "subscription_group:"
+SUBSCRIPTION_STATE = "subscription_state"
 
 
 class BrazeConfig(HttpSettings):
@@ -79,12 +81,23 @@ class BrazeDestination(Destination):
                     "match on one of those",
                 )
             )
-        if mode != "events" and object_ != "users":
+        group = (object_ or "").startswith(SUBSCRIPTION_PREFIX)
+        if mode != "events" and object_ != "users" and not group:
             problems.append(
                 (
                     "object",
                     f"mode {mode} writes user attributes",
-                    "use object: users, or mode: events with an event name or purchases",
+                    "use object: users or subscription_group:<id>, or mode: events with an "
+                    "event name or purchases",
+                )
+            )
+        if group and (mode not in ("upsert", "update") or SUBSCRIPTION_STATE not in sync.fields):
+            problems.append(
+                (
+                    "object",
+                    "a subscription group sync sets each user's subscription_state",
+                    "use mode upsert and map a column (subscribed / unsubscribed) to "
+                    "subscription_state",
                 )
             )
         if mode == "events" and object_ == "purchases":
@@ -109,6 +122,16 @@ class BrazeDestination(Destination):
 
     def _object(self, batch: Batch, record: Record) -> tuple[str, dict[str, Any]]:
         ident = {batch.match_field or "external_id": record.match_value}
+        if (batch.object or "").startswith(SUBSCRIPTION_PREFIX):
+            # Subscription state rides on the attributes object (Braze's /users/track docs).
+            group_id = (batch.object or "")[len(SUBSCRIPTION_PREFIX) :]
+            state = record.fields.get(SUBSCRIPTION_STATE)
+            return "attributes", {
+                **ident,
+                "subscription_groups": [
+                    {"subscription_group_id": group_id, "subscription_state": state}
+                ],
+            }
         if batch.mode != "events":
             obj = {**ident, **record.fields}
             if batch.mode == "update":
