@@ -66,7 +66,7 @@ def _load_metadata(result: LoadResult, status: str, run: dict[str, Any]) -> dict
         "planned": dg.MetadataValue.int(result.planned),
         "succeeded": dg.MetadataValue.int(result.total_succeeded),
         "rejected": dg.MetadataValue.int(result.total_rejected),
-        "removed_not_sent": dg.MetadataValue.int(result.skipped_removals),
+        "skipped": dg.MetadataValue.int(sum(result.skipped.values())),
         "batches": dg.MetadataValue.int(result.batches),
         "duration_s": dg.MetadataValue.float(round(result.duration_s, 3)),
     }

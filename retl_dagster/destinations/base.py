@@ -103,7 +103,8 @@ class Destination(ABC):
     max_batch_size: ClassVar[int]
     """Records per request the API accepts."""
     accepts_nulls: ClassVar[bool] = True
-    """False: the API refuses nulls, so `sync_nulls` is forced off."""
+    """False: the API refuses nulls, so `sync_nulls` is forced off (and such a destination
+    leaves `clear` out of its delete behaviours)."""
     objects: ClassVar[Mapping[str, tuple[str, ...] | None] | None] = None
     """None: `object` is free (or unused). Otherwise the valid objects, each with its fixed
     property list, or None where the object takes any property (custom properties)."""

@@ -55,14 +55,59 @@ class ModelSource(_Strict):
 
 
 class FieldMapping(_Strict):
-    """One destination field and the model column that feeds it."""
+    """One destination field and what feeds it: a column, a static value, an object built from
+    columns, or an array (as is, or with chosen properties of each element)."""
 
-    source: str = pydantic.Field(alias="from")
-    """Model column."""
+    source: str | None = pydantic.Field(default=None, alias="from")
+    """Model column (for `object: select` and arrays: the STRUCT / JSON / LIST column)."""
     to: str
     """Destination field name."""
+    static: str | int | float | bool | None = None
+    """A constant sent as the field's value on every record."""
+    object: Literal["select"] | dict[str, str] | None = None
+    """`select`: send the object column `from` as is. A mapping `{property: path}`: build an
+    object; a path is a column or a property inside one (`address.city`)."""
+    array: Literal["select"] | dict[str, str] | None = None
+    """`select`: send the list column `from` as is. A mapping `{property: element property}`:
+    keep those properties of each element (an element that lacks one simply lacks it)."""
     sync_nulls: bool = True
     """False: a null in the model leaves the destination's value alone (the field is omitted)."""
+
+    @pydantic.model_validator(mode="after")
+    def _one_feed(self) -> FieldMapping:
+        customize_object = isinstance(self.object, dict)
+        feeds = [self.source is not None, self.static is not None, customize_object]
+        if sum(feeds) != 1:
+            raise ValueError(
+                f"mapping to '{self.to}' needs exactly one of `from`, `static` or an "
+                "`object: {property: column}` (got "
+                + (
+                    ", ".join(
+                        n for n, f in zip(("from", "static", "object"), feeds, strict=True) if f
+                    )
+                    or "none"
+                )
+                + ")"
+            )
+        if (self.object == "select" or self.array is not None) and self.source is None:
+            raise ValueError(f"mapping to '{self.to}': object/array select needs `from`")
+        if self.object is not None and self.array is not None:
+            raise ValueError(f"mapping to '{self.to}': use `object` or `array`, not both")
+        return self
+
+    def columns(self) -> list[str]:
+        """Model columns this mapping reads (a path's first part names its column)."""
+        if isinstance(self.object, dict):
+            return list(dict.fromkeys(p.split(".")[0] for p in self.object.values()))
+        return [self.source] if self.source is not None else []
+
+    def hash_parts(self) -> list[tuple[str, str | None]]:
+        """(tag, column) pairs hashed for the diff; the tag carries everything but the column's
+        value, so changing the mapping itself (a rename, a static value, a path) resends."""
+        shape = f"{self.to}:{self.object or ''}:{self.array or ''}"
+        if self.static is not None:
+            return [(f"{shape}={self.static!r}", None)]
+        return [(shape, c) for c in self.columns()]
 
 
 # `from` is a Python keyword, so the field is `source` with alias `from`; Dagster's YAML loader
@@ -116,6 +161,11 @@ class SyncConfig(_Strict):
                 f"sync '{self.name}': mappings is empty; add at least one "
                 "`- {from: <model column>, to: <destination field>}`"
             )
+        if self.mode == "events" and self.delete_behavior != "nothing":
+            raise ValueError(
+                f"sync '{self.name}': events are insert-only and cannot be deleted or cleared; "
+                "set delete_behavior: nothing"
+            )
         if self.mode == "mirror" and self.delete_behavior != "delete":
             raise ValueError(
                 f"sync '{self.name}': mode mirror deletes what leaves the model; "
@@ -135,8 +185,9 @@ class SyncConfig(_Strict):
         """The model columns the sync reads: the primary key first, then mapped columns."""
         cols = [self.primary_key]
         for m in self.mappings:
-            if m.source not in cols:
-                cols.append(m.source)
+            for c in m.columns():
+                if c not in cols:
+                    cols.append(c)
         if self.match and self.match.column not in cols:
             cols.append(self.match.column)
         return cols
@@ -153,13 +204,15 @@ class SyncConfig(_Strict):
                 "set primary_key to one of the model's columns",
             )
         for i, m in enumerate(self.mappings):
-            if m.source.lower() not in have:
-                raise ConfigError(
-                    self.name,
-                    f"mappings[{i}].from",
-                    f"column '{m.source}' is not in the model (columns: {listing})",
-                    "map an existing column or add it to the model",
-                )
+            for c in m.columns():
+                if c.lower() not in have:
+                    where = "from" if m.source is not None else f"object.{c}"
+                    raise ConfigError(
+                        self.name,
+                        f"mappings[{i}].{where}",
+                        f"column '{c}' is not in the model (columns: {listing})",
+                        "map an existing column or add it to the model",
+                    )
         if self.match and self.match.column.lower() not in have:
             raise ConfigError(
                 self.name,

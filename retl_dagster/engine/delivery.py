@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from retl_dagster.destinations.base import Batch, Destination
-from retl_dagster.engine.config import SyncConfig
+from retl_dagster.engine.config import FieldMapping, SyncConfig
 from retl_dagster.engine.mapping import Mapper
 from retl_dagster.engine.state import RECORD_RESULTS, SyncTables, ensure_state_schema
 from retl_dagster.engine.warehouse import Warehouse, quote_ident
@@ -32,8 +32,8 @@ class LoadResult:
     planned: int = 0
     succeeded: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OPS, 0))
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OPS, 0))
-    skipped_removals: int = 0
-    """Removed rows forgotten without a request because delete_behavior is `nothing`."""
+    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OPS, 0))
+    """Rows the mode or delete behaviour sends nowhere (settled in state, no request)."""
     batches: int = 0
     rejected_samples: list[dict[str, Any]] = field(default_factory=list)
     duration_s: float = 0.0
@@ -102,22 +102,54 @@ def _commit(wh: Warehouse, t: SyncTables, sync: str, run_id: str, rows: pa.Table
         wh.unregister(view)
 
 
-def _forget_removed(wh: Warehouse, t: SyncTables, sync: str, run_id: str) -> int:
-    """delete_behavior `nothing`: removed rows need no request; state forgets them, in SQL
-    (however many there are, none of them passes through Python)."""
-    removed = f"select _retl_key from {t.diff} where _retl_run_id = ? and _retl_op = 'removed'"
-    row = wh.fetchone(f"select count(*) from ({removed}) as r", [run_id])
+def field_type(m: FieldMapping, types: dict[str, str]) -> str:
+    """The warehouse type a mapped field carries (built objects are JSON)."""
+    if m.source is not None and m.object is None and not isinstance(m.array, dict):
+        return types[m.source.lower()]
+    if m.static is not None:
+        return {bool: "BOOLEAN", int: "BIGINT", float: "DOUBLE"}.get(type(m.static), "VARCHAR")
+    return "JSON"
+
+
+def _skip(wh: Warehouse, t: SyncTables, sync: str, run_id: str, op: str) -> int:
+    """Settle rows of `op` that the sync's mode or delete behaviour sends nowhere, in SQL
+    (however many, none passes through Python): a removed row is forgotten; a changed row in
+    insert or events mode is remembered with its new hash, so it is not offered again."""
+    rows = f"select _retl_key from {t.diff} where _retl_run_id = ? and _retl_op = '{op}'"
+    row = wh.fetchone(f"select count(*) from ({rows}) as r", [run_id])
     n = int(row[0]) if row else 0
-    if n:
-        with wh.transaction():
-            wh.execute(f"delete from {t.state} where _retl_key in ({removed})", [run_id])
-            wh.execute(f"delete from {t.pending} where _retl_key in ({removed})", [run_id])
+    if not n:
+        return 0
+    with wh.transaction():
+        if op == "removed":
+            wh.execute(f"delete from {t.state} where _retl_key in ({rows})", [run_id])
+        else:
             wh.execute(
-                f"insert into {RECORD_RESULTS} select ?, ?, _retl_key, 'removed', 'skipped', "
-                f"null, now() from {t.diff} where _retl_run_id = ? and _retl_op = 'removed'",
-                [run_id, sync, run_id],
+                f"""insert into {t.state}
+                select _retl_key, _retl_hash, _retl_match, _retl_dest_id, now(), now(), ?
+                from {t.diff} where _retl_run_id = ? and _retl_op = '{op}'
+                on conflict (_retl_key) do update set _retl_hash = excluded._retl_hash,
+                    last_run_id = excluded.last_run_id""",
+                [run_id, run_id],
             )
+        wh.execute(f"delete from {t.pending} where _retl_key in ({rows})", [run_id])
+        wh.execute(
+            f"insert into {RECORD_RESULTS} select ?, ?, _retl_key, _retl_op, 'skipped', "
+            f"null, now() from {t.diff} where _retl_run_id = ? and _retl_op = '{op}'",
+            [run_id, sync, run_id],
+        )
     return n
+
+
+def ops_to_send(config: SyncConfig) -> list[str]:
+    """Diff operations the sync delivers: insert and events never touch what exists, and
+    removals go out only with a delete behaviour."""
+    ops = ["added"]
+    if config.mode not in ("insert", "events"):
+        ops.append("changed")
+    if config.delete_behavior != "nothing":
+        ops.append("removed")
+    return ops
 
 
 def load(
@@ -135,23 +167,27 @@ def load(
     row = wh.fetchone(f"select count(*) from {t.diff} where _retl_run_id = ?", [run_id])
     result.planned = int(row[0]) if row else 0
 
-    if config.delete_behavior == "nothing":
-        result.skipped_removals = _forget_removed(wh, t, config.name, run_id)
-    op_filter = "" if config.delete_behavior != "nothing" else "and _retl_op <> 'removed'"
+    send = ops_to_send(config)
+    for op in OPS:
+        if op not in send:
+            result.skipped[op] = _skip(wh, t, config.name, run_id, op)
+    op_filter = "and _retl_op in (" + ", ".join(f"'{op}'" for op in send) + ")"
 
-    mapper = Mapper(config, encode=not destination.native_values)
+    mapper = Mapper(
+        config, encode=not destination.native_values, accepts_nulls=destination.accepts_nulls
+    )
     match_field = config.match.field if config.match else None
     types = {c.lower(): ty for c, ty in wh.columns_of(f"select * from {t.diff}")}
     destination.prepare(
         config.object,
         match_field,
-        {m.to: types[m.source.lower()] for m in config.mappings},
+        {m.to: field_type(m, types) for m in config.mappings},
         types[config.match.column.lower()] if config.match else None,
     )
     batch_size = config.batch_size or getattr(destination, "batch_size", None)
     batch_size = min(batch_size or destination.max_batch_size, destination.max_batch_size)
     cols = ", ".join(quote_ident(c) for c in config.source_columns())
-    done = result.skipped_removals
+    done = sum(result.skipped.values())
     if progress:
         progress(done, result.planned)
     for rb in wh.stream(

@@ -94,12 +94,18 @@ def check_keys(wh: Warehouse, config: SyncConfig, model_sql: str) -> KeyReport:
 
 def row_hash_sql(config: SyncConfig) -> str:
     """md5 over each mapped value, length-prefixed so no two rows can collide by concatenation,
-    and tagged with its destination field so a changed mapping changes the hash."""
+    and tagged with its mapping so a changed mapping changes the hash."""
     parts = []
     for m in config.mappings:
-        v = f"cast({quote_ident(m.source)} as varchar)"
-        tag = m.to.replace("'", "''")
-        parts.append(f"'{tag}=' || coalesce(cast(length({v}) as varchar) || ':' || {v}, 'null')")
+        for tag, column in m.hash_parts():
+            tag_sql = "'" + tag.replace("'", "''") + "='"
+            if column is None:
+                parts.append(tag_sql)
+                continue
+            v = f"cast({quote_ident(column)} as varchar)"
+            parts.append(
+                f"{tag_sql} || coalesce(cast(length({v}) as varchar) || ':' || {v}, 'null')"
+            )
     return "md5(" + " || '|' || ".join(parts) + ")"
 
 
