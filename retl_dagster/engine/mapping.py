@@ -22,7 +22,11 @@ def _as_object(value: Any) -> Any:
             return json.loads(value)
         except ValueError:
             return value
-    if isinstance(value, list) and all(isinstance(x, tuple) and len(x) == 2 for x in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(x, tuple) and len(x) == 2 for x in value)
+    ):
         return dict(value)
     return value
 
@@ -56,7 +60,11 @@ def _field_value(m: FieldMapping, row: dict[str, Any]) -> Any:
         for element in elements:
             element = _as_object(element)
             if isinstance(element, dict):
-                picked.append({p: element[src] for p, src in m.array.items() if src in element})
+                # A LIST of STRUCTs gives every element every field, null where it has none:
+                # a null property counts as missing.
+                picked.append(
+                    {p: element[src] for p, src in m.array.items() if element.get(src) is not None}
+                )
         return picked
     if m.array == "select":
         return _as_object(value)
