@@ -229,6 +229,126 @@ def sync(name: str, as_json: bool, verbose: bool) -> None:
     sys.exit(outcome.exit_code)
 
 
+def _sync_parts(name: str) -> tuple[Any, Any, Any]:
+    """(definitions, the sync's config, its destination resource)."""
+    from retl_dagster.components.destinations import resource_key
+
+    defs = _load_defs()
+    cfg = _sync_config(defs, name)
+    return defs, cfg, (defs.resources or {})[resource_key(cfg.destination)]
+
+
+def _redactor(resource: Any) -> Any:
+    """Hide secret values (and auth headers) in what `test-row` prints."""
+    import os as _os
+
+    secrets_ = [v for v in (_os.environ.get(var) for var in resource.env.values()) if v]
+
+    def redact(text: str) -> str:
+        for value in secrets_:
+            text = text.replace(value, "***")
+        return text
+
+    return redact
+
+
+@main.command()
+@click.argument("name")
+@click.option("--samples", default=3, show_default=True, help="Sample payloads per operation.")
+@click.option("--json", "as_json", is_flag=True)
+def plan(name: str, samples: int, as_json: bool) -> None:
+    """Dry run of sync NAME: the next run's counts and sample payloads; nothing is sent."""
+    from retl_dagster.engine.models import model_select
+    from retl_dagster.engine.preview import plan as make_plan
+    from retl_dagster.engine.warehouse import Warehouse
+
+    _, cfg, _ = _sync_parts(name)
+    try:
+        with Warehouse() as wh:
+            result = make_plan(wh, cfg, model_select(cfg), samples)
+    except ValueError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "sync": name,
+                    "rows_queried": result.rows_queried,
+                    **result.counts,
+                    "sent_ops": result.sent_ops,
+                    "samples": result.samples,
+                },
+                default=str,
+            )
+        )
+        return
+    click.echo(
+        f"plan for sync {name} ({cfg.mode}, delete_behavior {cfg.delete_behavior}): "
+        f"{result.rows_queried} rows queried, "
+        + ", ".join(
+            f"{n} {op}" + ("" if op in result.sent_ops else " (not sent)")
+            for op, n in result.counts.items()
+        )
+        + ". Nothing was sent."
+    )
+    for op, records in result.samples.items():
+        for r in records:
+            click.echo(f"  {op}: {json.dumps(r, default=str)}")
+
+
+@main.command("test-row")
+@click.argument("name")
+@click.argument("row_id")
+@click.option(
+    "--as",
+    "as_op",
+    type=click.Choice(["added", "changed", "removed"]),
+    default="added",
+    show_default=True,
+)
+def test_row_command(name: str, row_id: str, as_op: str) -> None:
+    """Send the model's row ROW_ID of sync NAME to its destination and print the exact request
+    (secrets redacted) and the answer. The sync's state does not change."""
+    from retl_dagster.destinations.http import HttpClient
+    from retl_dagster.engine.models import model_select
+    from retl_dagster.engine.preview import send_one_row
+    from retl_dagster.engine.warehouse import Warehouse
+
+    _, cfg, resource = _sync_parts(name)
+    redact = _redactor(resource)
+    try:
+        with Warehouse() as wh, resource.client() as destination:
+            client = getattr(destination, "client", None)
+            if isinstance(client, HttpClient):
+                client.exchanges = []
+            record, answer = send_one_row(wh, cfg, model_select(cfg), destination, row_id, as_op)
+    except Exception as exc:
+        _fail(redact(str(exc)))
+    click.echo(
+        "record: "
+        + redact(
+            json.dumps({"op": record.op, "id": record.key, "fields": record.fields}, default=str)
+        )
+    )
+    for response in (client.exchanges or []) if isinstance(client, HttpClient) else []:
+        req = response.request
+        click.echo(f"> {req.method} {req.url}")
+        for k, v in req.headers.items():
+            secret_header = k.lower() in ("authorization", "x-api-key", "api-key")
+            click.echo(f"> {k}: {'***' if secret_header else redact(v)}")
+        body = req.content
+        if req.headers.get("content-encoding") == "gzip":
+            import gzip
+
+            body = gzip.decompress(body)
+        click.echo("> " + redact(body.decode(errors="replace")))
+        click.echo(f"< {response.status_code}")
+        click.echo("< " + redact(response.text))
+    reason = answer.rejected.get(record.key)
+    click.echo(f"result: rejected: {redact(reason)}" if reason else "result: delivered")
+    sys.exit(2 if reason else 0)
+
+
 def _history(name: str, limit: int) -> list[dict[str, Any]]:
     from retl_dagster.engine.runs import run_history
     from retl_dagster.engine.warehouse import Warehouse

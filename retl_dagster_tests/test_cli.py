@@ -112,3 +112,26 @@ def test_sync_of_an_unknown_name_says_which_exist(project_env: dict[str, str]) -
     res = run([str(BIN / "retl"), "sync", "nope"], project_env)
     assert res.returncode == 1
     assert "no sync named 'nope'" in res.stderr and "demo_users_to_file" in res.stderr
+
+
+def test_plan_and_test_row_from_the_command_line(project_env: dict[str, str]) -> None:
+    env = project_env
+    res = run([str(BIN / "retl"), "plan", "demo_pro_users", "--json"], env)
+    assert res.returncode == 0, res.stderr
+    planned = json.loads(res.stdout)
+    assert planned["added"] == planned["rows_queried"] > 0
+    assert planned["samples"]["added"][0]["fields"].keys() == {"email", "plan", "ltv"}
+    outbox = Path(env["RETL_DATA_DIR"]) / "outbox" / "pro_users.jsonl"
+    assert not outbox.exists()  # a plan sends nothing
+
+    first_id = planned["samples"]["added"][0]["id"]
+    res = run([str(BIN / "retl"), "test-row", "demo_pro_users", first_id], env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == "result: delivered"
+    assert len(outbox.read_text().splitlines()) == 1
+    # Still a plan of everything: test-row did not touch the state.
+    again = json.loads(run([str(BIN / "retl"), "plan", "demo_pro_users", "--json"], env).stdout)
+    assert again["added"] == planned["added"]
+
+    missing = run([str(BIN / "retl"), "test-row", "demo_pro_users", "999999"], env)
+    assert missing.returncode == 1 and "no row with user_id = '999999'" in missing.stderr

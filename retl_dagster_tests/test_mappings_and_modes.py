@@ -14,13 +14,16 @@ from retl_dagster_tests.test_sync_e2e import sql
 
 
 def orders(path: Path) -> None:
-    sql(path, """create or replace table orders as select * from (values
+    sql(
+        path,
+        """create or replace table orders as select * from (values
         (1, 'a@example.com', 'Lyon', {'street': '1 rue A', 'geo': {'lat': 45.7, 'lon': 4.8}},
          [{'sku': 'TEE', 'qty': 2, 'price': 19.00::decimal(10,2)}, {'sku': 'MUG', 'qty': 1}],
          '{"tier": "gold", "flags": {"vip": true}}'::json, null),
         (2, 'b@example.com', null, {'street': '2 rue B', 'geo': {'lat': 48.8, 'lon': 2.3}},
          [], '{"tier": "silver"}'::json, 'promo')
-        ) t(id, email, city, address, items, extra, coupon)""")
+        ) t(id, email, city, address, items, extra, coupon)""",
+    )
 
 
 SYNC = """
@@ -32,7 +35,8 @@ mode: upsert
 mappings:
   - {from: email, to: email}
   - {to: source, static: warehouse}
-  - {to: shipping, object: {city: city, street: address.street, lat: address.geo.lat, tier: extra.tier}}
+  - to: shipping
+    object: {city: city, street: address.street, lat: address.geo.lat, tier: extra.tier}
   - {from: address, to: address_raw, object: select}
   - {from: items, to: lines, array: {sku: sku, quantity: qty, unit_price: price}}
   - {from: items, to: items_raw, array: select}
@@ -55,8 +59,10 @@ def test_every_mapping_kind_on_nested_data(
     assert two["shipping"]["city"] is None  # a customized object keeps its null properties
     assert one["address_raw"] == {"street": "1 rue A", "geo": {"lat": 45.7, "lon": 4.8}}
     # An element missing a property simply lacks it.
-    assert one["lines"] == [{"sku": "TEE", "quantity": 2, "unit_price": 19},
-                            {"sku": "MUG", "quantity": 1}]
+    assert one["lines"] == [
+        {"sku": "TEE", "quantity": 2, "unit_price": 19},
+        {"sku": "MUG", "quantity": 1},
+    ]
     assert two["lines"] == []
     assert one["items_raw"][0] == {"sku": "TEE", "qty": 2, "price": 19}
     assert one["extra_raw"] == {"tier": "gold", "flags": {"vip": True}}
@@ -108,13 +114,20 @@ def people_round(path: Path) -> None:
     ],
 )
 def test_each_mode_sends_what_it_says(
-    mode: str, delete: str, second_run_sent: set[tuple[str, str]],
-    receiver: WebhookReceiver, instance: dg.DagsterInstance, warehouse_path: Path,
+    mode: str,
+    delete: str,
+    second_run_sent: set[tuple[str, str]],
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
 ) -> None:
-    sql(warehouse_path, "create table people as select * from (values (1, 'a'), (2, 'b'), "
-        "(3, 'c')) t(id, name)")
-    defs = defs_from_yaml(WEBHOOK_DESTINATION, MODES.replace("MODE", mode).replace("DELETE",
-                                                                                     delete))
+    sql(
+        warehouse_path,
+        "create table people as select * from (values (1, 'a'), (2, 'b'), (3, 'c')) t(id, name)",
+    )
+    defs = defs_from_yaml(
+        WEBHOOK_DESTINATION, MODES.replace("MODE", mode).replace("DELETE", delete)
+    )
     run_sync(defs, "people_hook", instance)
     receiver.requests.clear()
     people_round(warehouse_path)
@@ -142,9 +155,12 @@ def test_each_mode_sends_what_it_says(
 )
 def test_a_wrong_mapping_is_refused_naming_it(mapping: str, message: str) -> None:
     with pytest.raises(Exception, match="mappings") as exc:
-        defs_from_yaml(WEBHOOK_DESTINATION, MODES.replace("[{from: name, to: name}]",
-                                                          f"[{mapping}]").replace("MODE", "upsert")
-                       .replace("DELETE", "nothing"))
+        defs_from_yaml(
+            WEBHOOK_DESTINATION,
+            MODES.replace("[{from: name, to: name}]", f"[{mapping}]")
+            .replace("MODE", "upsert")
+            .replace("DELETE", "nothing"),
+        )
     assert message in str(exc.value)
 
 
@@ -155,5 +171,7 @@ def test_a_path_into_a_missing_column_is_named(
     bad = SYNC.replace("street: address.street", "street: adress.street")
     out = run_sync(defs_from_yaml(WEBHOOK_DESTINATION, bad), "orders_hook", instance)
     assert out.status == "failed"
-    assert "field 'mappings[2].object.adress': column 'adress' is not in the model" in (
-        out.summary["error"])
+    assert (
+        "field 'mappings[2].object.adress': column 'adress' is not in the model"
+        in (out.summary["error"])
+    )

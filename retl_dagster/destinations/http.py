@@ -114,6 +114,8 @@ class HttpClient:
         """Requests sent, retries included."""
         self.throttled = 0
         """Answers that asked us to slow down (429)."""
+        self.exchanges: list[httpx.Response] | None = None
+        """Set to a list to keep every response (its `.request` included): `retl test-row`."""
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send with rate limiting and retries; return the first non-transient response."""
@@ -140,6 +142,9 @@ class HttpClient:
             response = self.http.request(method, url, **kwargs)
         except httpx.TransportError as exc:  # timeouts, resets, refused connections
             raise TransientHttpError(f"{type(exc).__name__}: {exc}") from exc
+        if self.exchanges is not None:
+            response.read()
+            self.exchanges.append(response)
         if self.is_transient(response):
             if response.status_code == 429:
                 self.throttled += 1

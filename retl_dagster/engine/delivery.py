@@ -111,6 +111,28 @@ def field_type(m: FieldMapping, types: dict[str, str]) -> str:
     return "JSON"
 
 
+def prepare_destination(
+    destination: Destination, config: SyncConfig, columns: list[tuple[str, str]]
+) -> None:
+    """Tell the destination the warehouse type of every field it will receive."""
+    types = {c.lower(): ty for c, ty in columns}
+    destination.prepare(
+        config.object,
+        config.match.field if config.match else None,
+        {m.to: field_type(m, types) for m in config.mappings},
+        types[config.match.column.lower()] if config.match else None,
+    )
+
+
+def mapper_for(config: SyncConfig, destination: Destination | None) -> Mapper:
+    """The mapper a destination needs: JSON-ready values, or Python values for databases."""
+    if destination is None:
+        return Mapper(config)
+    return Mapper(
+        config, encode=not destination.native_values, accepts_nulls=destination.accepts_nulls
+    )
+
+
 def _skip(wh: Warehouse, t: SyncTables, sync: str, run_id: str, op: str) -> int:
     """Settle rows of `op` that the sync's mode or delete behaviour sends nowhere, in SQL
     (however many, none passes through Python): a removed row is forgotten; a changed row in
@@ -173,17 +195,9 @@ def load(
             result.skipped[op] = _skip(wh, t, config.name, run_id, op)
     op_filter = "and _retl_op in (" + ", ".join(f"'{op}'" for op in send) + ")"
 
-    mapper = Mapper(
-        config, encode=not destination.native_values, accepts_nulls=destination.accepts_nulls
-    )
+    mapper = mapper_for(config, destination)
     match_field = config.match.field if config.match else None
-    types = {c.lower(): ty for c, ty in wh.columns_of(f"select * from {t.diff}")}
-    destination.prepare(
-        config.object,
-        match_field,
-        {m.to: field_type(m, types) for m in config.mappings},
-        types[config.match.column.lower()] if config.match else None,
-    )
+    prepare_destination(destination, config, wh.columns_of(f"select * from {t.diff}"))
     batch_size = config.batch_size or getattr(destination, "batch_size", None)
     batch_size = min(batch_size or destination.max_batch_size, destination.max_batch_size)
     cols = ", ".join(quote_ident(c) for c in config.source_columns())
