@@ -238,20 +238,6 @@ def _sync_parts(name: str) -> tuple[Any, Any, Any]:
     return defs, cfg, (defs.resources or {})[resource_key(cfg.destination)]
 
 
-def _redactor(resource: Any) -> Any:
-    """Hide secret values (and auth headers) in what `test-row` prints."""
-    import os as _os
-
-    secrets_ = [v for v in (_os.environ.get(var) for var in resource.env.values()) if v]
-
-    def redact(text: str) -> str:
-        for value in secrets_:
-            text = text.replace(value, "***")
-        return text
-
-    return redact
-
-
 @main.command()
 @click.argument("name")
 @click.option("--samples", default=3, show_default=True, help="Sample payloads per operation.")
@@ -309,13 +295,13 @@ def plan(name: str, samples: int, as_json: bool) -> None:
 def test_row_command(name: str, row_id: str, as_op: str) -> None:
     """Send the model's row ROW_ID of sync NAME to its destination and print the exact request
     (secrets redacted) and the answer. The sync's state does not change."""
-    from retl_dagster.destinations.http import HttpClient
+    from retl_dagster.destinations.http import HttpClient, format_exchange
     from retl_dagster.engine.models import model_select
     from retl_dagster.engine.preview import send_one_row
     from retl_dagster.engine.warehouse import Warehouse
 
     _, cfg, resource = _sync_parts(name)
-    redact = _redactor(resource)
+    redact = resource.redact
     try:
         with Warehouse() as wh, resource.client() as destination:
             client = getattr(destination, "client", None)
@@ -331,19 +317,7 @@ def test_row_command(name: str, row_id: str, as_op: str) -> None:
         )
     )
     for response in (client.exchanges or []) if isinstance(client, HttpClient) else []:
-        req = response.request
-        click.echo(f"> {req.method} {req.url}")
-        for k, v in req.headers.items():
-            secret_header = k.lower() in ("authorization", "x-api-key", "api-key")
-            click.echo(f"> {k}: {'***' if secret_header else redact(v)}")
-        body = req.content
-        if req.headers.get("content-encoding") == "gzip":
-            import gzip
-
-            body = gzip.decompress(body)
-        click.echo("> " + redact(body.decode(errors="replace")))
-        click.echo(f"< {response.status_code}")
-        click.echo("< " + redact(response.text))
+        click.echo(format_exchange(response, redact))
     reason = answer.rejected.get(record.key)
     click.echo(f"result: rejected: {redact(reason)}" if reason else "result: delivered")
     sys.exit(2 if reason else 0)

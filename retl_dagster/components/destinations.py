@@ -52,6 +52,14 @@ class DestinationResource(dg.ConfigurableResource):
             opts[option] = value
         return opts
 
+    def redact(self, text: str) -> str:
+        """`text` with the values of this destination's environment secrets replaced by ***."""
+        for var in self.env.values():
+            value = os.environ.get(var)
+            if value:
+                text = text.replace(value, "***")
+        return text
+
     def client(self) -> Destination:
         """A ready API client; call inside a run."""
         return build_destination(self.destination_name, self.destination_type, self.options())

@@ -3,12 +3,14 @@
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 
 from retl_dagster.components.destinations import DestinationResource, resource_key
+from retl_dagster.destinations.http import HttpClient, format_exchange
 from retl_dagster.engine import diff as diff_stage
+from retl_dagster.engine import preview
 from retl_dagster.engine.config import ConfigError, SyncConfig
 from retl_dagster.engine.delivery import LoadResult, load
 from retl_dagster.engine.models import model_select
@@ -265,6 +267,7 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
         return dg.MaterializeResult(metadata=_load_metadata(result, status, run))
 
     assets += [diff_asset, load_asset]
+    preview_jobs = _preview_jobs(config, dest_key)
     job = dg.define_asset_job(
         job_name(name),
         selection=dg.AssetSelection.assets(diff_key(name), load_key(name)),
@@ -272,10 +275,88 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
         description=f"Run sync {name} ({description}): diff, then deliver. One partition a run.",
         tags={"retl/sync": name},
     )
-    return dg.Definitions(assets=assets, jobs=[job])
+    return dg.Definitions(assets=assets, jobs=[job, *preview_jobs])
 
 
 # The `model` field shadows Resolvable.model() on instances only; Dagster calls it on the class.
+class PlanConfig(dg.Config):
+    samples: int = 3
+    """Sample payloads per operation."""
+
+
+class TestRowConfig(dg.Config):
+    row_id: str
+    """Primary key of the model row to send."""
+    send_as: Literal["added", "changed", "removed"] = "added"
+
+
+def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
+    """`plan_<sync>` and `test_row_<sync>`: the CLI's plan and test-row, launchable from the UI
+    (their results are in the run's logs and the op's output metadata)."""
+    name = sync.name
+
+    @dg.op(name=f"plan_{name}", pool=WAREHOUSE_POOL)
+    def plan_op(context: dg.OpExecutionContext, config: PlanConfig) -> dg.Output[None]:
+        with Warehouse() as wh:
+            p = preview.plan(wh, sync, model_select(sync), config.samples)
+        summary = ", ".join(
+            f"{n} {op}" + ("" if op in p.sent_ops else " (not sent)") for op, n in p.counts.items()
+        )
+        context.log.info(f"plan for sync {name}: {p.rows_queried} rows queried, {summary}")
+        return dg.Output(
+            None,
+            metadata={
+                "rows_queried": p.rows_queried,
+                **p.counts,
+                "samples": dg.MetadataValue.json(p.samples),
+            },
+        )
+
+    @dg.op(name=f"test_row_{name}", required_resource_keys={dest_key}, pool=WAREHOUSE_POOL)
+    def test_row_op(context: dg.OpExecutionContext, config: TestRowConfig) -> dg.Output[None]:
+        resource: DestinationResource = getattr(context.resources, dest_key)
+        with Warehouse() as wh, resource.client() as destination:
+            client = getattr(destination, "client", None)
+            if isinstance(client, HttpClient):
+                client.exchanges = []
+            record, answer = preview.send_one_row(
+                wh, sync, model_select(sync), destination, config.row_id, config.send_as
+            )
+        exchanges = [
+            format_exchange(r, resource.redact)
+            for r in (client.exchanges or [] if isinstance(client, HttpClient) else [])
+        ]
+        reason = answer.rejected.get(record.key)
+        context.log.info(
+            f"test row {record.key} of sync {name}: "
+            + (f"rejected: {resource.redact(reason)}" if reason else "delivered")
+        )
+        return dg.Output(
+            None,
+            metadata={
+                "result": "rejected" if reason else "delivered",
+                "error": resource.redact(reason or ""),
+                "record": dg.MetadataValue.json(
+                    {"op": record.op, "id": record.key, "fields": record.fields}
+                ),
+                "exchange": dg.MetadataValue.md("```\n" + "\n\n".join(exchanges) + "\n```"),
+            },
+        )
+
+    @dg.job(name=f"plan_{name}", description=f"Dry run of sync {name}: nothing is sent.")
+    def plan_job() -> None:
+        plan_op()
+
+    @dg.job(
+        name=f"test_row_{name}",
+        description=f"Send one model row of sync {name} (config: row_id); state unchanged.",
+    )
+    def test_row_job() -> None:
+        test_row_op()
+
+    return [plan_job, test_row_job]
+
+
 class Sync(dg.Component, dg.Resolvable, SyncConfig):  # type: ignore[misc]
     """A Reverse ETL sync declared in `defs.yaml` (DESIGN.md §3)."""
 

@@ -7,6 +7,7 @@ Built on httpx (HTTP), tenacity (retries) and pyrate-limiter (a token bucket per
 from __future__ import annotations
 
 import email.utils
+import gzip
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -159,3 +160,25 @@ class HttpClient:
 
 def error_text(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {response.text[:MAX_BODY_IN_ERRORS]}"
+
+
+SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+
+
+def format_exchange(response: httpx.Response, redact: Callable[[str], str]) -> str:
+    """A request and its answer as text (`>` sent, `<` received), secrets redacted."""
+    req = response.request
+    lines = [f"> {req.method} {req.url}"]
+    lines += [
+        f"> {k}: {'***' if k.lower() in SECRET_HEADERS else redact(v)}"
+        for k, v in req.headers.items()
+    ]
+    body = req.content
+    if req.headers.get("content-encoding") == "gzip":
+        body = gzip.decompress(body)
+    lines += [
+        "> " + redact(body.decode(errors="replace")),
+        f"< {response.status_code}",
+        "< " + redact(response.text),
+    ]
+    return "\n".join(lines)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from retl_dagster.cli import _redactor
 from retl_dagster.destinations import build_destination
 from retl_dagster.engine.config import SyncConfig
 from retl_dagster.engine.models import model_select
@@ -91,5 +90,31 @@ def test_redaction_hides_env_secrets(monkeypatch) -> None:  # type: ignore[no-un
     monkeypatch.setenv("TEST_HOOK_URL", "http://x")
     monkeypatch.setenv("TEST_HOOK_SECRET", WEBHOOK_SECRET)
     defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC)
-    redact = _redactor(defs.resources["destination__hook"])  # type: ignore[index]
-    assert redact(f"token={WEBHOOK_SECRET}&x=1") == "token=***&x=1"
+    resource = defs.resources["destination__hook"]  # type: ignore[index]
+    assert resource.redact(f"token={WEBHOOK_SECRET}&x=1") == "token=***&x=1"
+
+
+def test_plan_and_test_row_jobs_run_in_dagster(
+    receiver: WebhookReceiver, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    make_customers(warehouse_path, 4)
+    defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC)
+    planned = defs.resolve_job_def("plan_customers_hook").execute_in_process(
+        instance=instance, run_config={"ops": {"plan_customers_hook": {"config": {"samples": 1}}}}
+    )
+    assert planned.success
+    [mat] = [e for e in planned.all_events if e.event_type_value == "STEP_OUTPUT"]
+    assert mat.event_specific_data.metadata["added"].value == 4  # type: ignore[union-attr]
+    assert receiver.requests == []
+
+    sent = defs.resolve_job_def("test_row_customers_hook").execute_in_process(
+        instance=instance,
+        run_config={"ops": {"test_row_customers_hook": {"config": {"row_id": "2"}}}},
+    )
+    assert sent.success
+    [out] = [e for e in sent.all_events if e.event_type_value == "STEP_OUTPUT"]
+    md = out.event_specific_data.metadata  # type: ignore[union-attr]
+    assert md["result"].value == "delivered"
+    assert "> POST " + receiver.url in md["exchange"].value
+    assert WEBHOOK_SECRET not in md["exchange"].value
+    assert [r["id"] for r in receiver.delivered()] == ["2"]
