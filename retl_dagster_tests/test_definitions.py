@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from retl_dagster.components.references import sync_configs
@@ -19,6 +20,7 @@ def test_definitions_load_with_no_warehouse(
     missing = tmp_path / "nowhere" / "warehouse.duckdb"
     monkeypatch.setenv("RETL_WAREHOUSE", str(missing))
     loaded = defs()
+    dg.Definitions.validate_loadable(loaded)  # what `dagster definitions validate` checks
     names = [c.name for c in sync_configs(loaded)]
     assert names == ["demo_pro_users", "demo_users_to_file"]
     for n in names:

@@ -295,7 +295,7 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
     (their results are in the run's logs and the op's output metadata)."""
     name = sync.name
 
-    @dg.op(name=f"plan_{name}", pool=WAREHOUSE_POOL)
+    @dg.op(name=f"plan_{name}_op", pool=WAREHOUSE_POOL)
     def plan_op(context: dg.OpExecutionContext, config: PlanConfig) -> dg.Output[None]:
         with Warehouse() as wh:
             p = preview.plan(wh, sync, model_select(sync), config.samples)
@@ -312,7 +312,7 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
             },
         )
 
-    @dg.op(name=f"test_row_{name}", required_resource_keys={dest_key}, pool=WAREHOUSE_POOL)
+    @dg.op(name=f"test_row_{name}_op", required_resource_keys={dest_key}, pool=WAREHOUSE_POOL)
     def test_row_op(context: dg.OpExecutionContext, config: TestRowConfig) -> dg.Output[None]:
         resource: DestinationResource = getattr(context.resources, dest_key)
         with Warehouse() as wh, resource.client() as destination:
