@@ -120,7 +120,7 @@ def _validate_sync_yaml() -> list[str]:
 @main.command()
 def validate() -> None:
     """Load every declaration and check each sync against the warehouse."""
-    from retl_dagster.components.destinations import DestinationResource
+    from retl_dagster.components.references import remote_property_errors
     from retl_dagster.engine import diff
     from retl_dagster.engine.models import model_select
     from retl_dagster.engine.warehouse import Warehouse
@@ -137,14 +137,8 @@ def validate() -> None:
         while cause.__cause__ is not None:
             cause = cause.__cause__
         _fail(str(cause) if str(cause) else str(exc))
-    errors: list[str] = []
-    for res in (defs.resources or {}).values():
-        if isinstance(res, DestinationResource):
-            try:
-                res.client().close()
-            except Exception as exc:
-                errors.append(str(exc))
     configs = _configs(defs)
+    errors: list[str] = remote_property_errors(defs)
     location = os.environ.get("RETL_WAREHOUSE")
     wh_ok = True
     try:

@@ -43,15 +43,41 @@ def check_references(defs: dg.Definitions) -> None:
                 "(retl_dagster/defs/destinations/) or correct the name",
             )
         cls = DESTINATION_TYPES[res.destination_type]
-        problems = cls.check_sync(
-            SyncShape(
-                cfg.mode,
-                cfg.object,
-                cfg.delete_behavior,
-                cfg.match.field if cfg.match else None,
-                [m.to for m in cfg.mappings],
-            )
-        )
+        problems = cls.check_sync(sync_shape(cfg))
         if problems:
             field, problem, fix = problems[0]
             raise ConfigError(cfg.name, field, f"destination '{cfg.destination}': {problem}", fix)
+
+
+def sync_shape(cfg: SyncConfig) -> SyncShape:
+    return SyncShape(
+        cfg.mode,
+        cfg.object,
+        cfg.delete_behavior,
+        cfg.match.field if cfg.match else None,
+        [m.to for m in cfg.mappings],
+    )
+
+
+def remote_property_errors(defs: dg.Definitions) -> list[str]:
+    """Ask each destination's live API for its objects' property lists (where it has them) and
+    name every mapped field that is not one; also any destination that cannot be reached or
+    whose configuration or credentials are wrong. For `retl validate`."""
+    configs = sync_configs(defs)
+    errors: list[str] = []
+    for res in (defs.resources or {}).values():
+        if not isinstance(res, DestinationResource):
+            continue
+        try:
+            with res.client() as client:
+                for cfg in configs:
+                    if cfg.destination != res.destination_name or not cfg.object:
+                        continue
+                    names = client.remote_properties(cfg.object)
+                    if names is None:
+                        continue
+                    for field, problem, fix in client.unknown_properties(sync_shape(cfg), names):
+                        errors.append(str(ConfigError(cfg.name, field, problem, fix)))
+        except Exception as exc:  # the API's own words: auth, network, bad options
+            errors.append(res.redact(str(exc)))
+    return errors

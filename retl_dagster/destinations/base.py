@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -119,7 +119,7 @@ class Destination(ABC):
     def check_sync(cls, sync: SyncShape) -> list[Problem]:
         """Each way a sync asks what this API cannot do: the generic rules, then the API's."""
         mode, object_, delete_behavior = sync.mode, sync.object, sync.delete_behavior
-        match_field, fields = sync.match_field, sync.fields
+        match_field = sync.match_field
         problems: list[Problem] = []
         if mode not in cls.modes:
             problems.append(
@@ -167,16 +167,28 @@ class Destination(ABC):
                 )
             else:
                 allowed = cls.objects.get(object_, cls.objects.get("*"))
-                for i, f in enumerate(fields):
-                    if allowed is not None and f not in allowed:
-                        problems.append(
-                            (
-                                f"mappings[{i}].to",
-                                f"'{f}' is not a property of {cls.type} {object_}",
-                                f"use one of {', '.join(allowed)}",
-                            )
-                        )
+                if allowed is not None:
+                    problems += cls.unknown_properties(sync, allowed)
         return problems + cls.check_specific(sync)
+
+    @classmethod
+    def unknown_properties(cls, sync: SyncShape, allowed: Sequence[str]) -> list[Problem]:
+        """Mapped fields that are not among the object's `allowed` properties."""
+        listing = ", ".join(sorted(allowed))
+        return [
+            (
+                f"mappings[{i}].to",
+                f"'{f}' is not a property of {cls.type} {sync.object}",
+                f"use one of {listing}",
+            )
+            for i, f in enumerate(sync.fields)
+            if f not in allowed
+        ]
+
+    def remote_properties(self, object_: str) -> list[str] | None:
+        """The object's property names as the live API lists them (for `retl validate`), or
+        None where the API has no such list."""
+        return None
 
     @classmethod
     def check_specific(cls, sync: SyncShape) -> list[Problem]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from retl_dagster.components.references import remote_property_errors
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.hubspot import FakeHubSpot
 from retl_dagster_tests.harness import defs_from_yaml
@@ -183,3 +184,21 @@ def test_a_wrong_token_fails_the_run_saying_so(
     assert outcome.status == "failed"
     assert "INVALID_AUTHENTICATION" in outcome.summary["error"]
     assert "wrong" not in outcome.summary["error"]
+
+
+def test_validate_refuses_a_property_hubspot_does_not_have(hubspot: FakeHubSpot) -> None:
+    defs = defs_from_yaml(destination(), sync().replace("to: firstname", "to: first_name"))
+    [error] = remote_property_errors(defs)
+    assert error.startswith(
+        "sync 'contacts', field 'mappings[1].to': 'first_name' is not a "
+        "property of hubspot contacts. Fix: use one of city, company, email,"
+    )
+    assert remote_property_errors(defs_from_yaml(destination(), sync())) == []
+
+
+def test_validate_reports_a_bad_token_without_showing_it(
+    hubspot: FakeHubSpot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HUBSPOT_TOKEN", "pat-wrong-secret")
+    [error] = remote_property_errors(defs_from_yaml(destination(), sync()))
+    assert "INVALID_AUTHENTICATION" in error and "pat-wrong-secret" not in error

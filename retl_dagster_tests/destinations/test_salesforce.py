@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from retl_dagster.components.references import remote_property_errors
 from retl_dagster.destinations import Batch, Record, build_destination
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.salesforce import FakeSalesforce
@@ -163,3 +164,10 @@ def test_an_expired_session_logs_in_again_and_resends(sf: FakeSalesforce) -> Non
     assert dest.deliver(batch2).rejected == {}
     assert sf.logins == 2 and sf.count("/composite/sobjects", 401) == 1
     assert len(sf.of_type("Contact")) == 2
+
+
+def test_validate_checks_fields_against_describe(sf: FakeSalesforce) -> None:
+    bad = sync().replace("to: Plan__c", "to: Tier__c")
+    [error] = remote_property_errors(defs_from_yaml(dest(), bad))
+    assert "field 'mappings[2].to': 'Tier__c' is not a property of salesforce Contact" in error
+    assert "use one of Email, External_Id__c, FirstName, Id, LastName, Plan__c" in error

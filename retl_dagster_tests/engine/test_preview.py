@@ -100,7 +100,8 @@ def test_plan_and_test_row_jobs_run_in_dagster(
     make_customers(warehouse_path, 4)
     defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC)
     planned = defs.resolve_job_def("plan_customers_hook").execute_in_process(
-        instance=instance, run_config={"ops": {"plan_customers_hook_op": {"config": {"samples": 1}}}}
+        instance=instance,
+        run_config={"ops": {"plan_customers_hook_op": {"config": {"samples": 1}}}},
     )
     assert planned.success
     [mat] = [e for e in planned.all_events if e.event_type_value == "STEP_OUTPUT"]

@@ -65,6 +65,7 @@ class FakeHubSpot(FakeServer):
             Rule(
                 "/crm/v3/objects/<object_type>/batch/<action>", endpoint="batch", methods=["POST"]
             ),
+            Rule("/crm/v3/properties/<object_type>", endpoint="properties", methods=["GET"]),
         ]
     )
 
@@ -133,6 +134,23 @@ class FakeHubSpot(FakeServer):
     def _new_id(self) -> str:
         self._next_id += 1
         return str(self._next_id)
+
+    def properties(self, request: Request, object_type: str) -> Response:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _error(401, "INVALID_AUTHENTICATION", "Authentication credentials not found.")
+        if object_type not in PROPERTIES:
+            return _error(
+                400, "OBJECT_TYPE_NOT_FOUND", f"Unable to infer object type from: {object_type}"
+            )
+        return _json(
+            200,
+            {
+                "results": [
+                    {"name": n, "label": n.title(), "type": "string"}
+                    for n in sorted(PROPERTIES[object_type])
+                ]
+            },
+        )
 
     # -- endpoint ---------------------------------------------------------------------------
     def batch(self, request: Request, object_type: str, action: str) -> Response:

@@ -55,6 +55,11 @@ class FakeSalesforce(FakeServer):
                 methods=["PATCH"],
             ),
             Rule("/services/data/<version>/query", endpoint="query", methods=["GET"]),
+            Rule(
+                "/services/data/<version>/sobjects/<sobject>/describe",
+                endpoint="describe",
+                methods=["GET"],
+            ),
         ]
     )
 
@@ -244,6 +249,18 @@ class FakeSalesforce(FakeServer):
                 result["created"] = rid is None
             results.append(result)
         return _json(200, results)
+
+    def describe(self, request: Request, version: str, sobject: str) -> Response:
+        if (bad := self._session(request)) is not None:
+            return bad
+        if sobject not in FIELDS:
+            return _json(
+                404,
+                [{"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}],
+            )
+        return _json(
+            200, {"name": sobject, "fields": [{"name": f} for f in sorted(FIELDS[sobject])]}
+        )
 
     def query(self, request: Request, version: str) -> Response:
         if (bad := self._session(request)) is not None:

@@ -72,6 +72,14 @@ class HubSpotDestination(Destination):
             item["idProperty"] = match_field
         return item
 
+    def remote_properties(self, object_: str) -> list[str] | None:
+        response = self.client.request("GET", f"/crm/v3/properties/{object_}")
+        if response.status_code in (401, 403):
+            raise HubSpotAuthError(f"destination '{self.name}': {_message(response)}")
+        if not response.is_success:
+            return None
+        return [p["name"] for p in response.json().get("results", [])]
+
     # -- delivery ---------------------------------------------------------------------------
     def deliver(self, batch: Batch) -> BatchResult:
         assert batch.object

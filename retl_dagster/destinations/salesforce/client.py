@@ -92,6 +92,10 @@ class SalesforceDestination(Destination):
             )
         return response.json() if response.content else None
 
+    def remote_properties(self, object_: str) -> list[str] | None:
+        described = self._call("GET", f"/sobjects/{object_}/describe")
+        return [f["name"] for f in described.get("fields", [])]
+
     # -- delivery ---------------------------------------------------------------------------
     def _ids_by_external_id(self, object_: str, field: str, values: list[Any]) -> dict[str, str]:
         """Salesforce Ids of records whose `field` is one of `values` (SOQL)."""
