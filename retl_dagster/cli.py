@@ -24,6 +24,7 @@ STATUS_WORDS = {
     "succeeded": "Healthy",
     "partial": "Partial",
     "failed": "Failed",
+    "incomplete": "Incomplete",
 }
 
 
@@ -178,11 +179,43 @@ def sync(name: str, as_json: bool, verbose: bool) -> None:
 
     Exit 0: everything delivered; 2: some records rejected; 1: the run failed.
     """
+    _sync(name, as_json, verbose)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--verbose", is_flag=True, help="Show Dagster's run log.")
+def replay(name: str, run_id: str, as_json: bool, verbose: bool) -> None:
+    """Resend every record of run RUN_ID of sync NAME, as a new run (exit codes as `sync`)."""
+    _sync(name, as_json, verbose, replay_of=run_id)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def reset(name: str, yes: bool) -> None:
+    """Forget what sync NAME delivered: its next run sends every row as added."""
+    from retl_dagster.engine.state import reset as reset_state
+    from retl_dagster.engine.warehouse import Warehouse
+
+    _, cfg, _ = _sync_parts(name)
+    for warning in cfg.reset_warnings():
+        click.echo(f"warning: {warning}", err=True)
+    if not yes and not click.confirm(f"Forget the state of sync {name}?", err=True):
+        _fail("not reset")
+    with Warehouse() as wh:
+        n = reset_state(wh, name)
+    click.echo(f"sync {name} reset: {n} record(s) forgotten; the next run sends every row as added")
+
+
+def _sync(name: str, as_json: bool, verbose: bool, replay_of: str | None = None) -> None:
     import dagster as dg
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from retl_dagster.components import sync as sync_component
-    from retl_dagster.runner import run_sync
+    from retl_dagster.runner import SyncAlreadyRunning, run_sync
 
     defs = _load_defs()
     _sync_config(defs, name)
@@ -210,7 +243,10 @@ def sync(name: str, as_json: bool, verbose: bool) -> None:
                 dg.DagsterInstance.get(),
                 log_level="INFO" if verbose else "CRITICAL",
                 tags={"retl/trigger": "cli"},
+                replay_of=replay_of,
             )
+    except SyncAlreadyRunning as exc:
+        _fail(str(exc))
     finally:
         sync_component.progress_listeners.remove(on_progress)
     out = outcome.summary

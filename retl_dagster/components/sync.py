@@ -12,15 +12,18 @@ from retl_dagster.destinations.http import HttpClient, format_exchange
 from retl_dagster.engine import diff as diff_stage
 from retl_dagster.engine import preview
 from retl_dagster.engine.config import ConfigError, SyncConfig
-from retl_dagster.engine.delivery import LoadResult, load
+from retl_dagster.engine.delivery import LoadResult, delivered_before, load
 from retl_dagster.engine.models import model_select
 from retl_dagster.engine.runs import get_run, record_run
 from retl_dagster.engine.state import SyncTables
+from retl_dagster.engine.state import reset as reset_state
 from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse
 
 WAREHOUSE_POOL = "retl_warehouse"
 """Dagster concurrency pool of every step that writes the warehouse (DuckDB: one writer)."""
 CONFIG_METADATA_KEY = "retl/config"
+REPLAY_TAG = "retl/replay_of"
+"""Run tag: this run resends every record of the named earlier run."""
 PROGRESS_LOG_EVERY_S = 5.0
 
 ProgressListener = Callable[[str, int, int], None]
@@ -149,7 +152,50 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
     )
     def diff_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         run_id = context.partition_key
+        replay_of = context.run.tags.get(REPLAY_TAG)
         with Warehouse() as wh:
+            stored = diff_stage.stored_counts(wh, config, run_id)
+            if replay_of or stored is not None:
+                # A replay (`retl replay`, or this partition materialised again): send the
+                # stored records of that run again rather than diffing anew.
+                source = replay_of or run_id
+                try:
+                    counts = (
+                        diff_stage.copy_run(wh, config, source, run_id) if replay_of else stored
+                    )
+                except ConfigError as exc:
+                    record_run(wh, name, run_id, status="failed", error=str(exc), finished=True)
+                    raise _fail(str(exc)) from exc
+                assert counts is not None
+                record_run(
+                    wh,
+                    name,
+                    run_id,
+                    status="queued",
+                    dagster_run_id=context.run_id,
+                    added=counts.added,
+                    changed=counts.changed,
+                    removed=counts.removed,
+                    error=None,
+                )
+                context.log.info(
+                    f"sync {name}: replaying the {counts.total} records of run {source}"
+                )
+                return dg.MaterializeResult(
+                    metadata={
+                        "replay_of": source,
+                        "added": counts.added,
+                        "changed": counts.changed,
+                        "removed": counts.removed,
+                    },
+                    check_results=[
+                        dg.AssetCheckResult(
+                            check_name=check_name,
+                            passed=True,
+                            description=f"replay: keys were checked when run {source} diffed",
+                        )
+                    ],
+                )
             record_run(wh, name, run_id, status="querying", dagster_run_id=context.run_id)
             try:
                 model_sql = model_select(config)
@@ -242,9 +288,17 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
 
         with Warehouse() as wh:
             record_run(wh, name, run_id, status="in_progress", dagster_run_id=context.run_id)
+            replay = REPLAY_TAG in context.run.tags or delivered_before(wh, name, run_id)
             try:
                 with resource.client() as destination:
-                    result = load(wh, config, destination, run_id, progress=progress)
+                    result = load(
+                        wh,
+                        config,
+                        destination,
+                        run_id,
+                        progress=progress,
+                        salt=context.run_id if replay else "",
+                    )
             except Exception as exc:
                 record_run(wh, name, run_id, status="failed", error=str(exc)[:2000], finished=True)
                 raise
@@ -284,6 +338,11 @@ class PlanConfig(dg.Config):
     """Sample payloads per operation."""
 
 
+class ResetConfig(dg.Config):
+    confirm: bool = False
+    """Must be true: a reset resends everything on the next run."""
+
+
 class TestRowConfig(dg.Config):
     row_id: str
     """Primary key of the model row to send."""
@@ -291,8 +350,8 @@ class TestRowConfig(dg.Config):
 
 
 def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
-    """`plan_<sync>` and `test_row_<sync>`: the CLI's plan and test-row, launchable from the UI
-    (their results are in the run's logs and the op's output metadata)."""
+    """`plan_<sync>`, `test_row_<sync>` and `reset_<sync>`: the CLI's plan, test-row and reset,
+    launchable from the UI (results in the run's logs and the op's output metadata)."""
     name = sync.name
 
     @dg.op(name=f"plan_{name}_op", pool=WAREHOUSE_POOL)
@@ -343,6 +402,28 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
             },
         )
 
+    @dg.op(name=f"reset_{name}_op", pool=WAREHOUSE_POOL)
+    def reset_op(context: dg.OpExecutionContext, config: ResetConfig) -> dg.Output[None]:
+        for warning in sync.reset_warnings():
+            context.log.warning(warning)
+        if not config.confirm:
+            raise dg.Failure(
+                description=f"sync {name} not reset: set `confirm: true` in the run config "
+                "after reading the warnings above (if any)"
+            )
+        with Warehouse() as wh:
+            n = reset_state(wh, name)
+        context.log.info(f"sync {name} reset: {n} record(s) forgotten")
+        return dg.Output(None, metadata={"forgotten": n})
+
+    @dg.job(
+        name=f"reset_{name}",
+        description=f"Resync full query: forget sync {name}'s "
+        "state so its next run sends every row (config: confirm: true).",
+    )
+    def reset_job() -> None:
+        reset_op()
+
     @dg.job(name=f"plan_{name}", description=f"Dry run of sync {name}: nothing is sent.")
     def plan_job() -> None:
         plan_op()
@@ -354,7 +435,7 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
     def test_row_job() -> None:
         test_row_op()
 
-    return [plan_job, test_row_job]
+    return [plan_job, test_row_job, reset_job]
 
 
 class Sync(dg.Component, dg.Resolvable, SyncConfig):  # type: ignore[misc]

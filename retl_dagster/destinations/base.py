@@ -36,12 +36,14 @@ class Batch:
     records: list[Record]
     match_field: str | None = None
     """Destination identifier that `Record.match_value` is matched against (e.g. `email`)."""
+    salt: str = ""
+    """Set by a replay, so its batches get new ids and are not dropped as duplicates."""
 
     @property
     def batch_id(self) -> str:
         """Stable for the same records, across retries and across runs that resend them after
         a crash, so a destination that honours idempotency keys drops the duplicate."""
-        h = hashlib.sha256(self.sync.encode())
+        h = hashlib.sha256(f"{self.sync}\x1f{self.salt}".encode())
         for r in self.records:
             h.update(f"\x1f{r.op}\x1e{r.key}\x1e".encode())
             h.update(repr(sorted(r.fields.items())).encode())

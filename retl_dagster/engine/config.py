@@ -181,6 +181,22 @@ class SyncConfig(_Strict):
             seen.add(m.to)
         return self
 
+    def reset_warnings(self) -> list[str]:
+        """Why resending everything could harm the destination (Hightouch's prerequisites for a
+        full resync): duplicates in insert/events mode; deletes that will not happen."""
+        warnings = []
+        if self.mode in ("insert", "events"):
+            warnings.append(
+                f"mode {self.mode}: every row is sent again as new, which can create duplicates "
+                "in the destination"
+            )
+        if self.delete_behavior != "nothing":
+            warnings.append(
+                f"delete_behavior {self.delete_behavior}: rows that left the model before the "
+                "reset are no longer known, so they will never be deleted or cleared"
+            )
+        return warnings
+
     def source_columns(self) -> list[str]:
         """The model columns the sync reads: the primary key first, then mapped columns."""
         cols = [self.primary_key]

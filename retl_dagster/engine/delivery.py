@@ -181,8 +181,9 @@ def load(
     run_id: str,
     *,
     progress: Progress | None = None,
+    salt: str = "",
 ) -> LoadResult:
-    """Deliver run `run_id`'s diff to `destination`."""
+    """Deliver run `run_id`'s diff to `destination`. `salt`: a replay's, for fresh batch ids."""
     started = time.monotonic()
     t = ensure_state_schema(wh, config.name)
     result = LoadResult()
@@ -213,7 +214,7 @@ def load(
     ):
         rows = rb.to_pylist()
         records = [mapper.record(r["_retl_op"], r["_retl_key"], r) for r in rows]
-        batch = Batch(config.name, run_id, config.mode, config.object, records, match_field)
+        batch = Batch(config.name, run_id, config.mode, config.object, records, match_field, salt)
         answer = destination.deliver(batch)
         result.batches += 1
         statuses, errors = [], []
@@ -252,3 +253,11 @@ def load(
             progress(done, result.planned)
     result.duration_s = time.monotonic() - started
     return result
+
+
+def delivered_before(wh: Warehouse, sync: str, run_id: str) -> bool:
+    """Whether run `run_id` already sent records (so delivering it again is a replay)."""
+    row = wh.fetchone(
+        f"select count(*) from {RECORD_RESULTS} where sync = ? and run_id = ?", [sync, run_id]
+    )
+    return bool(row and row[0])

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from retl_dagster.engine.config import ConfigError, SyncConfig
-from retl_dagster.engine.state import ensure_state_schema
-from retl_dagster.engine.warehouse import Warehouse, quote_ident
+from retl_dagster.engine.state import SyncTables, ensure_state_schema
+from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse, quote_ident
 
 MAX_REPORTED_KEYS = 20
 
@@ -168,3 +168,47 @@ def compute_diff(
         changed=int(counts.get("changed", 0)),
         removed=int(counts.get("removed", 0)),
     )
+
+
+def stored_counts(wh: Warehouse, config: SyncConfig, run_id: str) -> DiffCounts | None:
+    """The counts of a diff already stored for `run_id`, or None if there is none."""
+    t = SyncTables(config.name)
+    if not wh.relation_exists(f"{STATE_SCHEMA}.{config.name}__diff"):
+        return None
+    counts = dict(
+        wh.fetchall(
+            f"select _retl_op, count(*) from {t.diff} where _retl_run_id = ? group by 1", [run_id]
+        )
+    )
+    if not counts:
+        return None
+    return DiffCounts(
+        rows_queried=0,
+        added=int(counts.get("added", 0)),
+        changed=int(counts.get("changed", 0)),
+        removed=int(counts.get("removed", 0)),
+    )
+
+
+def copy_run(wh: Warehouse, config: SyncConfig, source: str, target: str) -> DiffCounts:
+    """Replay: make run `target`'s diff a copy of run `source`'s, to send every record again."""
+    t = ensure_state_schema(wh, config.name)
+    if stored_counts(wh, config, source) is None:
+        raise ConfigError(
+            config.name,
+            "run_id",
+            f"run {source} has no stored diff to replay (pruned, or it failed before diffing)",
+            "pick a run from `retl runs` within the retention window",
+        )
+    cols = [c for c, _ in wh.columns_of(f"select * from {t.diff}") if c != "_retl_run_id"]
+    listing = ", ".join(quote_ident(c) for c in cols)
+    with wh.transaction():
+        wh.execute(f"delete from {t.diff} where _retl_run_id = ?", [target])
+        wh.execute(
+            f"insert into {t.diff} (_retl_run_id, {listing}) select ?, {listing} from {t.diff} "
+            "where _retl_run_id = ?",
+            [target, source],
+        )
+    counts = stored_counts(wh, config, target)
+    assert counts is not None
+    return counts

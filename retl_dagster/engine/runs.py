@@ -74,3 +74,19 @@ def run_history(wh: Warehouse, sync: str, limit: int = 20) -> list[dict[str, Any
         [sync, limit],
     )
     return [dict(zip(RUN_COLUMNS, r, strict=True)) for r in rows]
+
+
+IN_FLIGHT_STATUSES = ("querying", "preparing", "queued", "in_progress")
+
+
+def mark_incomplete(wh: Warehouse, sync: str) -> None:
+    """Runs of `sync` left in flight by a dead process: Incomplete (the next run resumes)."""
+    if not wh.relation_exists(SYNC_RUNS):
+        return
+    wh.execute(
+        f"update {SYNC_RUNS} set status = 'incomplete', finished_at = now(), error = "
+        "'interrupted: the process running this sync died; acknowledged batches are kept and "
+        "the next run sends the rest' where sync = ? and status in "
+        f"({', '.join(repr(s) for s in IN_FLIGHT_STATUSES)})",
+        [sync],
+    )

@@ -95,3 +95,14 @@ def committed_count(wh: Warehouse, sync: str) -> int:
         return 0
     row = wh.fetchone(f"select count(*) from {t.state}")
     return int(row[0]) if row else 0
+
+
+def reset(wh: Warehouse, sync: str) -> int:
+    """Forget what was delivered: the next run sends every row as added. Returns the number of
+    records forgotten. Diffs and logs of past runs stay (for replays and history)."""
+    t = ensure_state_schema(wh, sync)
+    row = wh.fetchone(f"select count(*) from {t.state}")
+    with wh.transaction():
+        wh.execute(f"delete from {t.state}")
+        wh.execute(f"delete from {t.pending}")
+    return int(row[0]) if row else 0

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +37,17 @@ class WebhookReceiver:
     """When set, every batch is answered with this 4xx and an error body."""
     requests: list[Received] = field(default_factory=list)
     signature_failures: int = 0
+    delay_s: float = 0.0
+    """Seconds to wait before answering each request (a slow receiver)."""
+    chaos: float = 0.0
+    """Share of requests that fail: 429, 503, a dropped connection, or an answer too slow for
+    the client (the last two after the batch was applied, as real faults often are)."""
+    seed: int = 7
+    store: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """What the receiver holds: id -> fields; `removed` deletes."""
+    applied_batches: set[str] = field(default_factory=set)
+    duplicates_dropped: int = 0
+    """Batches received again with an Idempotency-Key already applied."""
 
     def __post_init__(self) -> None:
         receiver = self
@@ -45,7 +58,15 @@ class WebhookReceiver:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if receiver.delay_s:
+                    time.sleep(receiver.delay_s)
                 status, answer, extra = receiver._answer(dict(self.headers.items()), raw)
+                fault = receiver._fault()
+                if fault == "drop":
+                    self.close_connection = True  # no answer at all: a reset connection
+                    return
+                if fault == "slow":
+                    time.sleep(receiver.slow_s)
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -58,6 +79,9 @@ class WebhookReceiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._lock = threading.Lock()
+        self._rng = random.Random(self.seed)
+        self.slow_s = 1.0
+        self._pending_fault: str | None = None
 
     @property
     def url(self) -> str:
@@ -87,6 +111,18 @@ class WebhookReceiver:
             if self.transient:
                 status, extra = self.transient.pop(0)
                 return self._log(h, body, status, {"error": "try later"}, extra)
+            self._pending_fault = None
+            if self.chaos and self._rng.random() < self.chaos:
+                fault = self._rng.choice(["429", "503", "drop", "slow"])
+                if fault in ("429", "503"):
+                    return self._log(
+                        h,
+                        body,
+                        int(fault),
+                        {"error": "try later"},
+                        {"Retry-After": "0"} if fault == "429" else {},
+                    )
+                self._pending_fault = fault  # applied below, then the answer is lost
             if self.batch_status is not None:
                 return self._log(h, body, self.batch_status, {"error": "invalid batch"})
             rejected = []
@@ -94,7 +130,24 @@ class WebhookReceiver:
                 reason = self.reject(record)
                 if reason:
                     rejected.append({"id": record["id"], "error": reason})
+            if body["batch_id"] in self.applied_batches:
+                self.duplicates_dropped += 1  # honour the Idempotency-Key: apply once
+            else:
+                self.applied_batches.add(body["batch_id"])
+                bad = {r["id"] for r in rejected}
+                for record in body["records"]:
+                    if record["id"] in bad:
+                        continue
+                    if record["op"] == "removed":
+                        self.store.pop(record["id"], None)
+                    else:
+                        self.store[record["id"]] = record.get("fields", {})
             return self._log(h, body, 200, {"rejected": rejected} if rejected else {})
+
+    def _fault(self) -> str | None:
+        with self._lock:
+            fault, self._pending_fault = self._pending_fault, None
+            return fault
 
     def _log(
         self,

@@ -1,0 +1,216 @@
+"""Nothing lost, nothing doubled: faults, crashes, concurrent runs, reset and replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from retl_dagster.components.sync import job_name
+from retl_dagster.runner import SyncAlreadyRunning, run_sync
+from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
+from retl_dagster_tests.harness import WEBHOOK_DESTINATION, defs_from_yaml
+from retl_dagster_tests.test_sync_e2e import SYNC, make_customers, sql
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def model_ids(path: Path) -> set[str]:
+    return {str(i) for (i,) in sql(path, "select id from customers")}
+
+
+def test_faults_leave_the_destination_equal_to_the_model(
+    receiver: WebhookReceiver, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    receiver.chaos = 0.25
+    make_customers(warehouse_path, 600)
+    dest = WEBHOOK_DESTINATION.replace(
+        "backoff_max_s: 0.2", "backoff_max_s: 0.2\n    timeout_s: 0.4\n    max_attempts: 12"
+    )
+    defs = defs_from_yaml(dest, SYNC.replace("delete_behavior: delete", "delete_behavior: delete"))
+    first = run_sync(defs, "customers_hook", instance)
+    assert first.status == "succeeded", first.summary
+    sql(warehouse_path, "update customers set plan = 'changed' where id % 7 = 0")
+    sql(warehouse_path, "delete from customers where id % 11 = 0")
+    second = run_sync(defs, "customers_hook", instance)
+    assert second.status == "succeeded", second.summary
+
+    faults = Counter(r.status for r in receiver.requests)
+    assert faults[429] + faults[503] > 0
+    assert receiver.duplicates_dropped > 0  # answers lost after applying: resent, dropped once
+    assert set(receiver.store) == model_ids(warehouse_path)
+    assert all(f["plan"] == "changed" for i, f in receiver.store.items() if int(i) % 7 == 0)
+
+
+def child(tmp: Path, env: dict[str, str], sync_yaml: str, name: str) -> subprocess.Popen[str]:
+    (tmp / f"{name}.yaml").write_text(sync_yaml)
+    (tmp / "destinations.yaml").write_text(WEBHOOK_DESTINATION)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "retl_dagster_tests.child_sync",
+            str(tmp / "destinations.yaml"),
+            str(tmp / f"{name}.yaml"),
+            name,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def home_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dg.DagsterInstance:
+    """An instance at a DAGSTER_HOME that child processes share with the test."""
+    home = tmp_path / "shared_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return dg.DagsterInstance.get()
+
+
+def test_a_killed_sync_resumes_without_loss_and_at_most_one_batch_resent(
+    receiver: WebhookReceiver,
+    home_instance: dg.DagsterInstance,
+    warehouse_path: Path,
+    tmp_path: Path,
+) -> None:
+    make_customers(warehouse_path, 500)  # 10 batches of 50
+    receiver.delay_s = 0.15
+    proc = child(tmp_path, dict(os.environ), SYNC, "customers_hook")
+    deadline = time.monotonic() + 60
+    while len([r for r in receiver.requests if r.status == 200]) < 4:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    delivered_before_kill = len(receiver.delivered())
+
+    # The dead run is seen for what it is, and the sync shows Incomplete.
+    [run] = home_instance.get_runs(dg.RunsFilter(job_name=job_name("customers_hook")))
+    assert run.status == dg.DagsterRunStatus.STARTED
+    defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC)
+    receiver.delay_s = 0
+    resumed = run_sync(defs, "customers_hook", home_instance)
+    assert home_instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    statuses = dict(sql(warehouse_path, "select run_id, status from _retl.sync_runs"))
+    assert statuses[run.tags["dagster/partition"]] == "incomplete"
+
+    assert resumed.status == "succeeded"
+    ids = [r["id"] for r in receiver.delivered()]
+    assert set(ids) == model_ids(warehouse_path)  # lost = 0
+    resent = len(ids) - len(set(ids))
+    assert resent <= 50  # at most the one batch in flight when the process died
+    assert resumed.summary["added"] == 500 - (delivered_before_kill - resent)
+
+
+def test_the_same_sync_twice_runs_once(
+    receiver: WebhookReceiver,
+    home_instance: dg.DagsterInstance,
+    warehouse_path: Path,
+    tmp_path: Path,
+) -> None:
+    make_customers(warehouse_path, 200)
+    receiver.delay_s = 0.2
+    proc = child(tmp_path, dict(os.environ), SYNC, "customers_hook")
+    deadline = time.monotonic() + 60
+    while not receiver.requests:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC)
+    with pytest.raises(SyncAlreadyRunning, match="sync customers_hook is already running"):
+        run_sync(defs, "customers_hook", home_instance)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["succeeded"] == 200
+
+
+def test_two_syncs_on_one_duckdb_file_at_once_both_succeed(
+    receiver: WebhookReceiver,
+    home_instance: dg.DagsterInstance,
+    warehouse_path: Path,
+    tmp_path: Path,
+) -> None:
+    make_customers(warehouse_path, 300)
+    other = SYNC.replace("name: customers_hook", "name: customers_copy")
+    procs = [
+        child(tmp_path, dict(os.environ), SYNC, "customers_hook"),
+        child(tmp_path, dict(os.environ), other, "customers_copy"),
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        assert json.loads(out.splitlines()[-1])["succeeded"] == 300
+    ids = Counter(r["id"] for r in receiver.delivered())
+    assert set(ids) == model_ids(warehouse_path) and set(ids.values()) == {2}
+
+
+def test_reset_resends_everything_and_warns_where_unsafe(
+    receiver: WebhookReceiver, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    make_customers(warehouse_path, 30)
+    defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC)
+    run_sync(defs, "customers_hook", instance)
+    job = defs.resolve_job_def("reset_customers_hook")
+    refused = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not refused.success  # needs confirm: true
+    warnings = [e.message for e in refused.all_events if e.event_type_value == "ENGINE_EVENT"]
+    logs = [r.user_message for r in instance.all_logs(refused.run_id)]
+    assert any("will never be deleted or cleared" in m for m in logs), warnings
+    ok = job.execute_in_process(
+        instance=instance,
+        run_config={"ops": {"reset_customers_hook_op": {"config": {"confirm": True}}}},
+    )
+    assert ok.success
+    receiver.requests.clear()
+    again = run_sync(defs, "customers_hook", instance)
+    assert (again.summary["added"], again.summary["succeeded"]) == (30, 30)
+
+
+def test_replay_resends_every_record_of_a_run_with_new_batch_ids(
+    receiver: WebhookReceiver, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    make_customers(warehouse_path, 80)
+    defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC)
+    first = run_sync(defs, "customers_hook", instance)
+    sql(warehouse_path, "update customers set plan = 'x' where id <= 3")
+    run_sync(defs, "customers_hook", instance)
+    first_batches = {r.body["batch_id"] for r in receiver.requests[:2]}
+    receiver.requests.clear()
+    replay = run_sync(defs, "customers_hook", instance, replay_of=first.summary["run_id"])
+    assert replay.status == "succeeded" and replay.summary["added"] == 80
+    assert len(receiver.delivered()) == 80
+    assert not first_batches & {r.body["batch_id"] for r in receiver.requests}
+    assert receiver.duplicates_dropped == 0  # a replay is new work, not a duplicate
+    # The replayed (older) values are now what the destination has: the next run fixes it.
+    receiver.requests.clear()
+    after = run_sync(defs, "customers_hook", instance)
+    assert after.summary["changed"] == 3
+
+    # Materialising a past run's partition again (the UI's way) resends it too.
+    receiver.requests.clear()
+    again = defs.resolve_job_def("sync_customers_hook").execute_in_process(
+        instance=instance, partition_key=first.summary["run_id"]
+    )
+    assert again.success and len(receiver.delivered()) == 80
+
+
+def test_replay_of_an_unknown_run_says_so(
+    receiver: WebhookReceiver, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    make_customers(warehouse_path, 3)
+    defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC)
+    run_sync(defs, "customers_hook", instance)
+    out = run_sync(defs, "customers_hook", instance, replay_of="20200101T000000Z-000000")
+    assert out.status == "failed" and "has no stored diff to replay" in out.summary["error"]
