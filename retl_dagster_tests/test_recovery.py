@@ -214,3 +214,23 @@ def test_replay_of_an_unknown_run_says_so(
     run_sync(defs, "customers_hook", instance)
     out = run_sync(defs, "customers_hook", instance, replay_of="20200101T000000Z-000000")
     assert out.status == "failed" and "has no stored diff to replay" in out.summary["error"]
+
+
+def test_runs_past_retention_are_pruned_with_their_partitions(
+    receiver: WebhookReceiver, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    make_customers(warehouse_path, 5)
+    defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC)
+    old = run_sync(defs, "customers_hook", instance).summary["run_id"]
+    sql(
+        warehouse_path,
+        f"update _retl.sync_runs set started_at = now() - interval 31 day where run_id = '{old}'",
+    )
+    sql(warehouse_path, "update customers set plan = 'p' where id = 1")
+    new = run_sync(defs, "customers_hook", instance).summary["run_id"]
+    assert instance.get_dynamic_partitions("retl_customers_hook_runs") == [new]
+    assert sql(warehouse_path, "select distinct _retl_run_id from _retl.customers_hook__diff") == [
+        (new,)
+    ]
+    assert sql(warehouse_path, "select distinct run_id from _retl.sync_record_results") == [(new,)]
+    assert sql(warehouse_path, "select run_id from _retl.sync_runs") == [(new,)]

@@ -310,3 +310,36 @@ def test_delete_behavior_nothing_sends_no_removals_and_forgets_them(
     ) == [("skipped", 4)]
     third = run_sync(defs, "customers_hook", instance)
     assert third.summary["removed"] == 0
+
+
+def test_an_expired_rejection_stops_retrying_and_says_so(
+    defs: dg.Definitions,
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
+) -> None:
+    sql(warehouse_path, "update customers set email = 'broken' where id = 5")
+    receiver.reject = lambda r: (
+        "invalid email" if "@" not in r["fields"].get("email", "@") else None
+    )
+    assert run_sync(defs, "customers_hook", instance).status == "partial"
+    # Fifteen days of failing later (the default window is 14 days):
+    sql(
+        warehouse_path,
+        "update _retl.customers_hook__pending set first_failed_at = now() - interval 15 day",
+    )
+    receiver.requests.clear()
+    expired = run_sync(defs, "customers_hook", instance)
+    assert receiver.requests == [] and expired.status == "succeeded"
+    [(status, error)] = sql(
+        warehouse_path,
+        "select status, error from _retl.sync_record_results "
+        f"where run_id = '{expired.summary['run_id']}'",
+    )
+    assert status == "expired"
+    assert "no more retries until the row changes. Last error: invalid email" in error
+    assert run_sync(defs, "customers_hook", instance).summary["added"] == 0  # says it once
+    # The row changes: it is offered again, with a fresh window.
+    sql(warehouse_path, "update customers set email = 'fixed@example.com' where id = 5")
+    fixed = run_sync(defs, "customers_hook", instance)
+    assert fixed.status == "succeeded" and fixed.summary["succeeded"] == 1

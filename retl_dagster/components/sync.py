@@ -14,7 +14,7 @@ from retl_dagster.engine import preview
 from retl_dagster.engine.config import ConfigError, SyncConfig
 from retl_dagster.engine.delivery import LoadResult, delivered_before, load
 from retl_dagster.engine.models import model_select
-from retl_dagster.engine.runs import get_run, record_run
+from retl_dagster.engine.runs import get_run, prune, record_run
 from retl_dagster.engine.state import SyncTables
 from retl_dagster.engine.state import reset as reset_state
 from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse
@@ -79,9 +79,9 @@ def _load_metadata(result: LoadResult, status: str, run: dict[str, Any]) -> dict
         md[f"{op}_succeeded"] = dg.MetadataValue.int(result.succeeded[op])
         md[f"{op}_rejected"] = dg.MetadataValue.int(result.rejected[op])
     if result.rejected_samples:
-        lines = ["| id | op | error | payload |", "|---|---|---|---|"]
+        lines = ["| id | op | error | payload | what to do |", "|---|---|---|---|---|"]
         for s in result.rejected_samples:
-            cells = [str(s["id"]), s["op"], str(s["error"]), str(s["payload"])]
+            cells = [str(s["id"]), s["op"], str(s["error"]), str(s["payload"]), s["action"]]
             lines.append("| " + " | ".join(c.replace("|", "\\|")[:300] for c in cells) + " |")
         md["rejected_samples"] = dg.MetadataValue.md("\n".join(lines))
     return md
@@ -313,6 +313,14 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
                 finished=True,
             )
             run = get_run(wh, name, run_id) or {}
+            pruned = prune(wh, name, config.retention_days)
+        for key in pruned:
+            # One partition per run grows forever otherwise: drop those past retention.
+            context.instance.delete_dynamic_partition(partitions_def_name(name), key)
+        if pruned:
+            context.log.info(
+                f"sync {name}: pruned {len(pruned)} run(s) older than {config.retention_days} days"
+            )
         if result.total_rejected:
             context.log.warning(
                 f"sync {name}: {result.total_rejected} record(s) rejected; they stay pending and "

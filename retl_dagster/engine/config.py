@@ -143,6 +143,11 @@ class SyncConfig(_Strict):
     """Records per destination request; defaults to the destination's own limit."""
     enabled: bool = True
     description: str | None = None
+    retry_rejected_days: int = pydantic.Field(default=14, ge=0, le=3650)
+    """A rejected record is retried on every run for this long (with the model's latest values);
+    after that it waits until its row changes."""
+    retention_days: int = pydantic.Field(default=30, ge=1, le=3650)
+    """Run partitions, stored diffs and record logs older than this are pruned."""
 
     @pydantic.field_validator("name")
     @classmethod

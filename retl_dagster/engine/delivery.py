@@ -7,6 +7,7 @@ state, so the next run's diff offers it again with the model's latest values.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from retl_dagster.destinations.base import Batch, Destination
+from retl_dagster.destinations.base import Batch, BatchResult, Destination
 from retl_dagster.engine.config import FieldMapping, SyncConfig
 from retl_dagster.engine.mapping import Mapper
 from retl_dagster.engine.state import RECORD_RESULTS, SyncTables, ensure_state_schema
@@ -85,12 +86,18 @@ def _commit(wh: Warehouse, t: SyncTables, sync: str, run_id: str, rows: pa.Table
                 f"(select _retl_key from {view} where status <> 'rejected')"
             )
             wh.execute(
-                f"""insert into {t.pending}
-                select _retl_key, op, error, now(), now(), 1, ? from {view}
+                f"""insert into {t.pending} (_retl_key, op, _retl_hash, expired, error,
+                    first_failed_at, last_failed_at, attempts, last_run_id)
+                select _retl_key, op, _retl_hash, false, error, now(), now(), 1, ? from {view}
                 where status = 'rejected'
                 on conflict (_retl_key) do update set op = excluded.op, error = excluded.error,
                     last_failed_at = excluded.last_failed_at,
-                    attempts = {t.pending}.attempts + 1, last_run_id = excluded.last_run_id""",
+                    attempts = {t.pending}.attempts + 1, last_run_id = excluded.last_run_id,
+                    -- a row that changed since it was rejected gets a fresh retry window
+                    first_failed_at = case when {t.pending}._retl_hash is distinct from
+                        excluded._retl_hash then excluded.first_failed_at
+                        else {t.pending}.first_failed_at end,
+                    expired = false, _retl_hash = excluded._retl_hash""",
                 [run_id],
             )
             wh.execute(
@@ -215,7 +222,17 @@ def load(
         rows = rb.to_pylist()
         records = [mapper.record(r["_retl_op"], r["_retl_key"], r) for r in rows]
         batch = Batch(config.name, run_id, config.mode, config.object, records, match_field, salt)
-        answer = destination.deliver(batch)
+        try:
+            answer = destination.deliver(batch)
+        except (json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
+            # An answer we cannot read proves nothing was acknowledged: reject, never crash.
+            body = getattr(exc, "doc", "")[:500]
+            reason = f"malformed answer from the destination ({type(exc).__name__}: {exc})"
+            answer = BatchResult(
+                rejected=dict.fromkeys(
+                    (r.key for r in records), reason + (f": {body}" if body else "")
+                )
+            )
         result.batches += 1
         statuses, errors = [], []
         for r, rec in zip(rows, records, strict=True):
@@ -226,7 +243,13 @@ def load(
             bucket[r["_retl_op"]] += 1
             if err is not None and len(result.rejected_samples) < MAX_REJECTED_SAMPLES:
                 result.rejected_samples.append(
-                    {"id": rec.key, "op": r["_retl_op"], "error": err, "payload": rec.fields}
+                    {
+                        "id": rec.key,
+                        "op": r["_retl_op"],
+                        "error": err,
+                        "payload": rec.fields,
+                        "action": recommended_action(config, err),
+                    }
                 )
         _commit(
             wh,
@@ -253,6 +276,25 @@ def load(
             progress(done, result.planned)
     result.duration_s = time.monotonic() - started
     return result
+
+
+def recommended_action(config: SyncConfig, error: str) -> str:
+    """What a person should do about a rejected record, in words."""
+    retry = (
+        f"it is retried on every run for {config.retry_rejected_days} days, with the model's "
+        "latest values"
+    )
+    lowered = error.lower()
+    if any(w in lowered for w in ("auth", "token", "permission", "forbidden", "401", "403")):
+        return f"check the destination's credentials and scopes; {retry}"
+    if any(w in lowered for w in ("not found", "not_found", "does not exist", "never creates")):
+        return (
+            f"the record does not exist in the destination: create it there or use mode "
+            f"upsert; {retry}"
+        )
+    if any(w in lowered for w in ("property", "column", "field")):
+        return f"check the mapping and the value in the model; {retry}"
+    return f"fix the value in the model (see the error); {retry}"
 
 
 def delivered_before(wh: Warehouse, sync: str, run_id: str) -> bool:

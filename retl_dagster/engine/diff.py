@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from retl_dagster.engine.config import ConfigError, SyncConfig
-from retl_dagster.engine.state import SyncTables, ensure_state_schema
+from retl_dagster.engine.state import RECORD_RESULTS, SyncTables, ensure_state_schema
 from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse, quote_ident
 
 MAX_REPORTED_KEYS = 20
@@ -109,6 +109,27 @@ def row_hash_sql(config: SyncConfig) -> str:
     return "md5(" + " || '|' || ".join(parts) + ")"
 
 
+def expire_rejections(wh: Warehouse, config: SyncConfig, run_id: str) -> int:
+    """Rejections older than `retry_rejected_days` stop being retried (until their row changes);
+    each says so once in `_retl.sync_record_results` with status `expired`."""
+    t = SyncTables(config.name)
+    cutoff = f"now() - to_days({int(config.retry_rejected_days)})"
+    due = f"select _retl_key from {t.pending} where not expired and first_failed_at < {cutoff}"
+    row = wh.fetchone(f"select count(*) from ({due}) as d")
+    n = int(row[0]) if row else 0
+    if n:
+        days = config.retry_rejected_days
+        wh.execute(
+            f"insert into {RECORD_RESULTS} select ?, ?, _retl_key, op, 'expired', "
+            f"'rejected since ' || cast(first_failed_at as varchar) || ' ({days} days): no more "
+            "retries until the row changes. Last error: ' || error, now() "
+            f"from {t.pending} where _retl_key in ({due})",
+            [run_id, config.name],
+        )
+        wh.execute(f"update {t.pending} set expired = true where _retl_key in ({due})")
+    return n
+
+
 def compute_diff(
     wh: Warehouse, config: SyncConfig, model_sql: str, run_id: str, rows_queried: int
 ) -> DiffCounts:
@@ -139,6 +160,7 @@ def compute_diff(
     match = f"cast({quote_ident(config.match.column)} as varchar)" if config.match else "null"
     with wh.transaction():
         wh.execute(f"delete from {t.diff} where _retl_run_id = ?", [run_id])
+        expire_rejections(wh, config, run_id)
         wh.execute(
             f"""insert into {t.diff} (_retl_run_id, _retl_op, _retl_key, _retl_hash,
                 _retl_match, _retl_dest_id, {qcols})
@@ -150,11 +172,15 @@ def compute_diff(
             select ?, case when s._retl_key is null then 'added' else 'changed' end,
                    m._retl_key, m._retl_hash, m._retl_match, s._retl_dest_id, {mcols}
             from m left join {t.state} as s on s._retl_key = m._retl_key
-            where s._retl_key is null or s._retl_hash <> m._retl_hash
+            where (s._retl_key is null or s._retl_hash <> m._retl_hash)
+              and not exists (select 1 from {t.pending} as p where p.expired
+                              and p._retl_key = m._retl_key and p._retl_hash = m._retl_hash)
             union all
             select ?, 'removed', s._retl_key, null, s._retl_match, s._retl_dest_id, {nulls}
             from {t.state} as s
-            where not exists (select 1 from m where m._retl_key = s._retl_key)""",
+            where not exists (select 1 from m where m._retl_key = s._retl_key)
+              and not exists (select 1 from {t.pending} as p where p.expired
+                              and p._retl_key = s._retl_key and p.op = 'removed')""",
             [run_id, run_id],
         )
     counts = dict(

@@ -6,7 +6,7 @@ import datetime as dt
 import secrets
 from typing import Any
 
-from retl_dagster.engine.state import SYNC_RUNS, ensure_state_schema
+from retl_dagster.engine.state import RECORD_RESULTS, SYNC_RUNS, ensure_state_schema
 from retl_dagster.engine.warehouse import Warehouse
 
 RUN_COLUMNS = (
@@ -90,3 +90,30 @@ def mark_incomplete(wh: Warehouse, sync: str) -> None:
         f"({', '.join(repr(s) for s in IN_FLIGHT_STATUSES)})",
         [sync],
     )
+
+
+def prune(wh: Warehouse, sync: str, retention_days: int) -> list[str]:
+    """Drop the stored diffs, record logs and run rows of runs older than `retention_days`;
+    returns their run ids (their Dagster partitions go too)."""
+    t = ensure_state_schema(wh, sync)  # its SyncTables
+    old = [
+        r
+        for (r,) in wh.fetchall(
+            f"select run_id from {SYNC_RUNS} where sync = ? and "
+            f"started_at < now() - to_days({int(retention_days)})",
+            [sync],
+        )
+    ]
+    if old:
+        with wh.transaction():
+            for table, column in (
+                (t.diff, "_retl_run_id"),
+                (RECORD_RESULTS, "run_id"),
+                (SYNC_RUNS, "run_id"),
+            ):
+                extra = "" if table == t.diff else " and sync = ?"
+                wh.execute(
+                    f"delete from {table} where {column} in (select unnest(?)){extra}",
+                    [old] + ([] if table == t.diff else [sync]),
+                )
+    return old

@@ -56,6 +56,8 @@ def ensure_state_schema(wh: Warehouse, sync: str) -> SyncTables:
         f"""create table if not exists {t.pending} (
             _retl_key varchar primary key,
             op varchar not null,
+            _retl_hash varchar,
+            expired boolean not null default false,
             error varchar not null,
             first_failed_at timestamptz not null,
             last_failed_at timestamptz not null,
@@ -86,6 +88,14 @@ def ensure_state_schema(wh: Warehouse, sync: str) -> SyncTables:
             error varchar,
             recorded_at timestamptz not null)"""
     )
+    # Tables made by an older retl-dagster gain the columns added since.
+    for table, column, type_ in (
+        (t.state, "_retl_match", "varchar"),
+        (t.state, "_retl_dest_id", "varchar"),
+        (t.pending, "_retl_hash", "varchar"),
+        (t.pending, "expired", "boolean default false"),
+    ):
+        wh.execute(f"alter table {table} add column if not exists {column} {type_}")
     return t
 
 

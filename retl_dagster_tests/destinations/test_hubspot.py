@@ -202,3 +202,49 @@ def test_validate_reports_a_bad_token_without_showing_it(
     monkeypatch.setenv("HUBSPOT_TOKEN", "pat-wrong-secret")
     [error] = remote_property_errors(defs_from_yaml(destination(), sync()))
     assert "INVALID_AUTHENTICATION" in error and "pat-wrong-secret" not in error
+
+
+def test_a_malformed_answer_rejects_the_batch_with_its_body(
+    hubspot: FakeHubSpot, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    people(warehouse_path, 30)
+    hubspot.garbage = 1
+    out = run_sync(defs_from_yaml(destination(), sync("upsert", "nothing")), "contacts", instance)
+    assert out.status == "partial" and out.summary["rejected"] == 30
+    [(error,)] = sql(warehouse_path, "select distinct error from _retl.sync_record_results")
+    assert error.startswith("malformed answer from the destination (JSONDecodeError")
+    assert "<html>upstream proxy error</html>" in error
+    again = run_sync(defs_from_yaml(destination(), sync("upsert", "nothing")), "contacts", instance)
+    assert again.summary["succeeded"] == 30 and len(hubspot.objects["contacts"]) == 30
+
+
+def test_secrets_appear_nowhere(
+    hubspot: FakeHubSpot,
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    people(warehouse_path, 20)
+    sql(warehouse_path, "update people set email = 'bad' where id = 2")
+    defs = defs_from_yaml(destination(), sync("upsert", "nothing"))
+    outcomes = [run_sync(defs, "contacts", instance)]
+    monkeypatch.setenv("HUBSPOT_TOKEN", "pat-na1-wrong-secret-token")
+    outcomes.append(
+        run_sync(defs_from_yaml(destination(), sync("upsert", "nothing")), "contacts", instance)
+    )
+    assert outcomes[0].status == "partial" and outcomes[1].status == "failed"
+    texts = [repr(o.summary) for o in outcomes]
+    for run in instance.get_runs():
+        texts += [repr(e) for e in instance.all_logs(run.run_id)]
+    for table in (
+        "sync_runs",
+        "sync_record_results",
+        "contacts__state",
+        "contacts__pending",
+        "contacts__diff",
+    ):
+        texts.append(repr(sql(warehouse_path, f"select * from _retl.{table}")))
+    texts.append(repr(defs.resources))
+    blob = "\n".join(texts)
+    assert "INVALID_AUTHENTICATION" in blob and "INVALID_EMAIL" in blob  # the errors are there
+    assert TOKEN not in blob and "pat-na1-wrong-secret-token" not in blob

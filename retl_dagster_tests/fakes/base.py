@@ -32,6 +32,8 @@ class FakeServer:
         self.rate_limit = rate_limit
         self.window_s = window_s
         self.log: list[Logged] = []
+        self.garbage = 0
+        """The next `garbage` requests get a 200 whose body is not what the API sends."""
         self.lock = threading.RLock()
         self._hits: deque[float] = deque()
         self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
@@ -69,7 +71,12 @@ class FakeServer:
     def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
         with self.lock:
-            if self.over_limit():
+            if self.garbage:
+                self.garbage -= 1
+                response = Response(
+                    "<html>upstream proxy error</html>", status=200, content_type="text/html"
+                )
+            elif self.over_limit():
                 response = self.rate_limited(request)
             else:
                 try:
