@@ -15,6 +15,22 @@ from retl_dagster.engine.warehouse import PROJECT_ROOT
 
 EXIT_FAILED = 1
 
+# One warehouse-writing step at a time (DuckDB allows a single writer per file), and one queued
+# run per sync (job tag `retl/sync`) for runs launched from the UI, schedules and sensors.
+INSTANCE_YAML = """\
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+  runs:
+    tag_concurrency_limits:
+      - key: retl/sync
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+"""
+
 # Hightouch's words for a run's state, from what `_retl.sync_runs` says.
 STATUS_WORDS = {
     "querying": "Querying",
@@ -42,10 +58,7 @@ def ensure_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     instance_yaml = home / "dagster.yaml"
     if not instance_yaml.exists():
-        # One warehouse-writing step at a time: DuckDB allows a single writer per file.
-        instance_yaml.write_text(
-            "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
-        )
+        instance_yaml.write_text(INSTANCE_YAML)
     return home
 
 

@@ -103,6 +103,8 @@ def settle_interrupted(instance: dg.DagsterInstance, name: str) -> None:
         pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
         if pid and host == socket.gethostname() and not _alive(int(pid)):
             instance.report_run_failed(run, "the process running this sync died")
+            # Its warehouse pool slot would otherwise stay claimed by a run that is gone.
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
             with Warehouse() as wh:
                 mark_incomplete(wh, name)
             continue

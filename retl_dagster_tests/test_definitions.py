@@ -70,3 +70,18 @@ def test_env_references_stay_references(monkeypatch: pytest.MonkeyPatch) -> None
     assert res.env == {"secret": "HOOK_SECRET"}
     assert "value-not-in-definitions" not in repr(res)
     assert res.options()["secret"] == "value-not-in-definitions"
+
+
+def test_the_instance_retl_writes_limits_runs_per_sync_and_warehouse_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retl_dagster.cli import ensure_dagster_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    config = instance.get_concurrency_config()
+    assert config.run_queue_config.tag_concurrency_limits == [
+        {"key": "retl/sync", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    ]
+    assert config.pool_config.default_pool_limit == 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from retl_dagster.cli import ensure_dagster_home
 from retl_dagster.components.sync import job_name
 from retl_dagster.runner import SyncAlreadyRunning, run_sync
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
@@ -74,8 +75,8 @@ def child(tmp: Path, env: dict[str, str], sync_yaml: str, name: str) -> subproce
 def home_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dg.DagsterInstance:
     """An instance at a DAGSTER_HOME that child processes share with the test."""
     home = tmp_path / "shared_home"
-    home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    ensure_dagster_home()  # the instance `retl` makes: pool and run-queue limits included
     return dg.DagsterInstance.get()
 
 
