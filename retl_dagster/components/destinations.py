@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Annotated, Any
 
 import dagster as dg
 import pydantic
 
+from retl_dagster.components.env import EnvBackedResource, split_env_refs
 from retl_dagster.destinations import (
     Destination,
     DestinationConfigError,
@@ -19,50 +19,24 @@ from retl_dagster.destinations import (
 )
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-# A whole value that is just `{{ env.NAME }}` or `{{ env('NAME') }}`.
-_ENV_REF = re.compile(r"^\s*\{\{\s*env(?:\.(\w+)|\(\s*['\"](\w+)['\"]\s*\))\s*\}\}\s*$")
 
 
 def resource_key(destination: str) -> str:
     return f"destination__{destination}"
 
 
-class DestinationResource(dg.ConfigurableResource):
-    """A destination declared in YAML. Secrets are held as environment variable *names* and read
-    only inside a run, so they never show in the UI, run config or logs."""
+class DestinationResource(EnvBackedResource):
+    """A destination declared in YAML; builds its API client inside a run."""
 
-    destination_name: str
     destination_type: str
-    options_json: str = "{}"
-    """Non-secret options, as JSON."""
-    env: dict[str, str] = {}
-    """Option name -> environment variable that holds its value."""
 
-    def options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = json.loads(self.options_json)
-        for option, var in self.env.items():
-            value = os.environ.get(var)
-            if value is None:
-                raise DestinationConfigError(
-                    self.destination_name,
-                    option,
-                    f"environment variable {var} is not set",
-                    f"export {var}=... (or put it in the project's .env)",
-                )
-            opts[option] = value
-        return opts
-
-    def redact(self, text: str) -> str:
-        """`text` with the values of this destination's environment secrets replaced by ***."""
-        for var in self.env.values():
-            value = os.environ.get(var)
-            if value:
-                text = text.replace(value, "***")
-        return text
+    @property
+    def destination_name(self) -> str:
+        return self.name
 
     def client(self) -> Destination:
         """A ready API client; call inside a run."""
-        return build_destination(self.destination_name, self.destination_type, self.options())
+        return build_destination(self.name, self.destination_type, self.options())
 
 
 class DestinationDecl(pydantic.BaseModel):
@@ -75,8 +49,6 @@ class DestinationDecl(pydantic.BaseModel):
 def _resolve_destinations(
     context: dg.ResolutionContext, raw: dict[str, dict[str, Any]]
 ) -> list[DestinationDecl]:
-    # A custom resolver sees the YAML before templating, so `{{ env.X }}` can stay a reference
-    # to X (resolved in the run) instead of becoming the secret's value in the definitions.
     decls = []
     for name, spec in (raw or {}).items():
         if not _NAME_RE.match(name):
@@ -92,25 +64,8 @@ def _resolve_destinations(
             )
         type_ = str(spec["type"])
         destination_class(name, type_)  # unknown types fail here, at load
-        secrets = secret_fields(type_)
-        options: dict[str, Any] = {}
-        env: dict[str, str] = {}
-        for key, value in spec.items():
-            if key == "type":
-                continue
-            m = _ENV_REF.match(value) if isinstance(value, str) else None
-            if m:
-                env[key] = m.group(1) or m.group(2)
-            elif key in secrets and value is not None:
-                raise DestinationConfigError(
-                    name,
-                    key,
-                    "a secret is written into the YAML",
-                    f"read it from the environment: {key}: "
-                    f'"{{{{ env.{name.upper()}_{key.upper()} }}}}"',
-                )
-            else:
-                options[key] = context.resolve_value(value)
+        rest = {k: v for k, v in spec.items() if k != "type"}
+        options, env = split_env_refs(context, name, rest, secret_fields(type_))
         decls.append(DestinationDecl(name=name, type=type_, options=options, env=env))
     return decls
 
@@ -127,7 +82,7 @@ class Destinations(dg.Component, dg.Resolvable, dg.Model):
         return dg.Definitions(
             resources={
                 resource_key(d.name): DestinationResource(
-                    destination_name=d.name,
+                    name=d.name,
                     destination_type=d.type,
                     options_json=json.dumps(d.options, sort_keys=True),
                     env=d.env,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from retl_dagster.components.alerts import ALERTS_RESOURCE, AlertChannels
 from retl_dagster.components.destinations import DestinationResource, resource_key
 from retl_dagster.components.sync import CONFIG_METADATA_KEY
 from retl_dagster.destinations import DESTINATION_TYPES
@@ -42,6 +43,30 @@ def check_references(defs: dg.Definitions) -> None:
                 "declare it in a `retl_dagster.components.Destinations` defs.yaml "
                 "(retl_dagster/defs/destinations/) or correct the name",
             )
+        if cfg.alerts and (cfg.alerts.slack or cfg.alerts.email):
+            channels = resources.get(ALERTS_RESOURCE)
+            if not isinstance(channels, AlertChannels):
+                raise ConfigError(
+                    cfg.name,
+                    "alerts",
+                    "no alert channels are declared",
+                    "declare a `retl_dagster.components.Alerts` defs.yaml (defs/alerts/)",
+                )
+            if cfg.alerts.slack and cfg.alerts.slack not in channels.channels():
+                raise ConfigError(
+                    cfg.name,
+                    "alerts.slack",
+                    f"no Slack channel '{cfg.alerts.slack}' (declared: "
+                    f"{', '.join(channels.channels()) or 'none'})",
+                    "declare it under slack:",
+                )
+            if cfg.alerts.email and not channels.has_email():
+                raise ConfigError(
+                    cfg.name,
+                    "alerts.email",
+                    "no SMTP server is declared",
+                    "add email: {host: ...} to the Alerts component",
+                )
         cls = DESTINATION_TYPES[res.destination_type]
         problems = cls.check_sync(sync_shape(cfg))
         if problems:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import dagster as dg
 
+from retl_dagster.components.alerts import alert_sensors
 from retl_dagster.components.destinations import DestinationResource, resource_key
 from retl_dagster.destinations.http import HttpClient, format_exchange
 from retl_dagster.engine import diff as diff_stage
@@ -313,6 +314,8 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
                 finished=True,
             )
             run = get_run(wh, name, run_id) or {}
+            # The run's outcome as a tag: visible in the UI's run list and filterable.
+            context.instance.add_run_tags(context.run_id, {"retl/status": status})
             pruned = prune(wh, name, config.retention_days)
         for key in pruned:
             # One partition per run grows forever otherwise: drop those past retention.
@@ -337,7 +340,8 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
         description=f"Run sync {name} ({description}): diff, then deliver. One partition a run.",
         tags={"retl/sync": name},
     )
-    return dg.Definitions(assets=assets, jobs=[job, *preview_jobs])
+    sensors = alert_sensors(config, job, diff_key(name), load_key(name))
+    return dg.Definitions(assets=assets, jobs=[job, *preview_jobs], sensors=sensors)
 
 
 # The `model` field shadows Resolvable.model() on instances only; Dagster calls it on the class.

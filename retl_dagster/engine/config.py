@@ -6,7 +6,7 @@ Plain pydantic, no Dagster: the `Sync` component, `retl validate` and the tests 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 
@@ -122,6 +122,28 @@ class RecordMatch(_Strict):
     field: str
 
 
+class SyncAlerts(_Strict):
+    """Who hears about this sync's failed and partly failed runs."""
+
+    on: list[Literal["failed", "partial"]] = ["failed", "partial"]
+    slack: str | None = None
+    """A Slack channel declared by the Alerts component (its incoming webhook)."""
+    email: list[str] = []
+    """Addresses, sent through the Alerts component's SMTP server."""
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        # YAML 1.1 reads an unquoted `on:` key as the boolean true.
+        if isinstance(data, dict) and True in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+    def __getitem__(self, key: Any) -> Any:
+        # Dagster's YAML loader looks keys up for error positions, `on` (read as true) included.
+        return getattr(self, "on" if key is True else str(key))
+
+
 class SyncConfig(_Strict):
     """A sync: model -> diff -> destination."""
 
@@ -146,6 +168,7 @@ class SyncConfig(_Strict):
     retry_rejected_days: int = pydantic.Field(default=14, ge=0, le=3650)
     """A rejected record is retried on every run for this long (with the model's latest values);
     after that it waits until its row changes."""
+    alerts: SyncAlerts | None = None
     retention_days: int = pydantic.Field(default=30, ge=1, le=3650)
     """Run partitions, stored diffs and record logs older than this are pruned."""
 

@@ -1,0 +1,73 @@
+"""Declarations whose secrets stay in the environment until a run needs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import dagster as dg
+
+from retl_dagster.destinations.base import DestinationConfigError
+
+# A whole value that is just `{{ env.NAME }}` or `{{ env('NAME') }}`.
+_ENV_REF = re.compile(r"^\s*\{\{\s*env(?:\.(\w+)|\(\s*['\"](\w+)['\"]\s*\))\s*\}\}\s*$")
+
+
+def split_env_refs(
+    context: dg.ResolutionContext, name: str, spec: dict[str, Any], secrets: set[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(plain options, option -> environment variable) of one declaration's raw YAML.
+
+    Called by a custom resolver, which sees the YAML before templating, so `{{ env.X }}` stays a
+    reference to X (read in the run) instead of becoming the secret's value in the definitions.
+    """
+    options: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    for key, value in spec.items():
+        m = _ENV_REF.match(value) if isinstance(value, str) else None
+        if m:
+            env[key] = m.group(1) or m.group(2)
+        elif key in secrets and value is not None:
+            raise DestinationConfigError(
+                name,
+                key,
+                "a secret is written into the YAML",
+                f"read it from the environment: {key}: "
+                f'"{{{{ env.{name.upper()}_{key.upper()} }}}}"',
+            )
+        else:
+            options[key] = context.resolve_value(value)
+    return options, env
+
+
+class EnvBackedResource(dg.ConfigurableResource):
+    """Options as JSON plus the names of the environment variables holding the secret ones; the
+    values are read only inside a run, so they never show in the UI, run config or logs."""
+
+    name: str
+    options_json: str = "{}"
+    env: dict[str, str] = {}
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = json.loads(self.options_json)
+        for option, var in self.env.items():
+            value = os.environ.get(var)
+            if value is None:
+                raise DestinationConfigError(
+                    self.name,
+                    option,
+                    f"environment variable {var} is not set",
+                    f"export {var}=... (or put it in the project's .env)",
+                )
+            opts[option] = value
+        return opts
+
+    def redact(self, text: str) -> str:
+        """`text` with the values of this declaration's environment secrets replaced by ***."""
+        for var in self.env.values():
+            value = os.environ.get(var)
+            if value:
+                text = text.replace(value, "***")
+        return text
