@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +34,8 @@ def project_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "DAGSTER_HOME": str(tmp / "dagster_home"),
     }
     (tmp / "dagster_home").mkdir()
-    built = run(
+    # cwd=tmp: dagster loads a .env from its working directory over the environment.
+    built = subprocess.run(
         [
             str(BIN / "dagster"),
             "asset",
@@ -40,7 +45,11 @@ def project_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "--select",
             "group:dbt_models",
         ],
-        env,
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert built.returncode == 0, built.stderr[-3000:]
     return env
@@ -135,3 +144,91 @@ def test_plan_and_test_row_from_the_command_line(project_env: dict[str, str]) ->
 
     missing = run([str(BIN / "retl"), "test-row", "demo_pro_users", "999999"], env)
     assert missing.returncode == 1 and "no row with user_id = '999999'" in missing.stderr
+
+
+@pytest.mark.ui
+def test_the_ui_shows_a_syncs_counts(project_env: dict[str, str], tmp_path: Path) -> None:
+    """dagster-webserver on loopback: its GraphQL API and a headless Chromium page show the
+    counts of the sync's last run."""
+    env = project_env
+    synced = json.loads(run([str(BIN / "retl"), "sync", "demo_pro_users", "--json"], env).stdout)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # cwd: not the project, whose .env (a developer's DAGSTER_HOME) dagster loads over ours.
+    server = subprocess.Popen(
+        [
+            str(BIN / "dagster-webserver"),
+            "-w",
+            str(ROOT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "dagster-webserver did not start"
+            time.sleep(1)
+        query = """query ($path: [String!]!, $runs: [String!]) {
+          assetOrError(assetKey: {path: $path}) {
+            ... on Asset { assetMaterializations(partitions: $runs, limit: 1) { partition
+              metadataEntries { label ... on IntMetadataEntry { intValue }
+                                      ... on TextMetadataEntry { text } } } } } }"""
+        answer = httpx.post(
+            f"{url}/graphql",
+            json={"query": query, "variables": {"path": ["retl", "demo_pro_users", "load"]}},
+            timeout=60,
+        ).json()
+        mats = answer["data"]["assetOrError"]["assetMaterializations"]
+        assert len(mats) == 1, answer
+        [mat] = mats
+        entries = {e["label"]: e.get("intValue", e.get("text")) for e in mat["metadataEntries"]}
+        assert mat["partition"] == synced["run_id"]
+        assert entries["succeeded"] == synced["succeeded"] > 0
+        assert (entries["rows_queried"], entries["rejected"]) == (synced["rows_queried"], 0)
+        assert entries["status"] == "succeeded"
+
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if chromium is None:
+            assert not os.environ.get("CI"), "CI installs Debian's chromium for this check"
+            return
+        page = f"{url}/assets/retl/demo_pro_users/load?view=events"
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chrome'}",
+            "--virtual-time-budget=20000",
+            "--window-size=1400,1000",
+        ]
+        shot = tmp_path / "asset.png"
+        subprocess.run(
+            [chromium, *flags, f"--screenshot={shot}", page], timeout=120, capture_output=True
+        )
+        assert shot.exists() and shot.stat().st_size > 10_000
+        dom = subprocess.run(
+            [chromium, *flags, "--dump-dom", page], timeout=120, capture_output=True, text=True
+        ).stdout
+        # The run's partition is listed with its materialisation, whose counts are shown.
+        assert synced["run_id"] in dom and "added_succeeded" in dom
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
