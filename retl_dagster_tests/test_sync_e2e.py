@@ -110,6 +110,21 @@ def test_first_run_adds_all_then_next_run_sends_exactly_the_changes(
     assert diff_mat.asset_materialization.metadata["changed"].value == 5
     assert diff_mat.asset_materialization.partition == s["run_id"]
 
+    # The warehouse log holds exactly the records of each run.
+    logged = sql(
+        warehouse_path,
+        "select run_id, op, status, count(*) from "
+        "_retl.sync_record_results group by all order by all",
+    )
+    assert logged == sorted(
+        [
+            (first.summary["run_id"], "added", "succeeded", 120),
+            (s["run_id"], "added", "succeeded", 4),
+            (s["run_id"], "changed", "succeeded", 5),
+            (s["run_id"], "removed", "succeeded", 3),
+        ]
+    )
+
     receiver.requests.clear()
     third = run_sync(defs, "customers_hook", instance)
     assert (third.summary["added"], third.summary["changed"], third.summary["removed"]) == (0, 0, 0)
