@@ -407,6 +407,12 @@ def status(as_json: bool) -> None:
                 "model": f"{cfg.model.kind}: {cfg.model.dbt or cfg.model.table or 'inline sql'}",
                 "destination": cfg.destination,
                 "mode": cfg.mode,
+                "schedule": (
+                    f"{cfg.schedule.as_cron()} {cfg.schedule.timezone}"
+                    if cfg.schedule
+                    else "manual"
+                )
+                + (" + on model update" if cfg.run_on_model_update else ""),
                 "last_run": last,
             }
         )
@@ -416,7 +422,7 @@ def status(as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("sync", "status", "model", "destination", "mode", "last run")
+    table = Table("sync", "status", "model", "destination", "mode", "schedule", "last run")
     for r in rows:
         last = r["last_run"]
         table.add_row(
@@ -425,6 +431,7 @@ def status(as_json: bool) -> None:
             r["model"],
             r["destination"],
             r["mode"],
+            r["schedule"],
             f"{last['started_at']} ({last['status']})" if last else "never",
         )
     Console().print(table)

@@ -96,6 +96,7 @@ def test_demo_sync_from_the_command_line(project_env: dict[str, str]) -> None:
     by_name = {s["sync"]: s for s in status}
     assert by_name["demo_users_to_file"]["status"] == "Healthy"
     assert by_name["demo_pro_users"]["status"] == "Pending"
+    assert by_name["demo_users_to_file"]["schedule"] == "manual + on model update"
 
     # The run is in DAGSTER_HOME, so `dagster dev` on the same home shows it.
     home_runs = Path(env["DAGSTER_HOME"]) / "history" / "runs"

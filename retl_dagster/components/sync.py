@@ -9,6 +9,7 @@ import dagster as dg
 
 from retl_dagster.components.alerts import alert_sensors
 from retl_dagster.components.destinations import DestinationResource, resource_key
+from retl_dagster.components.triggers import sync_triggers
 from retl_dagster.destinations.http import HttpClient, format_exchange
 from retl_dagster.engine import diff as diff_stage
 from retl_dagster.engine import preview
@@ -340,8 +341,11 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
         description=f"Run sync {name} ({description}): diff, then deliver. One partition a run.",
         tags={"retl/sync": name},
     )
-    sensors = alert_sensors(config, job, diff_key(name), load_key(name))
-    return dg.Definitions(assets=assets, jobs=[job, *preview_jobs], sensors=sensors)
+    schedules, trigger_sensors = sync_triggers(config, job, partitions, model_key(config))
+    sensors = alert_sensors(config, job, diff_key(name), load_key(name)) + trigger_sensors
+    return dg.Definitions(
+        assets=assets, jobs=[job, *preview_jobs], schedules=schedules, sensors=sensors
+    )
 
 
 # The `model` field shadows Resolvable.model() on instances only; Dagster calls it on the class.

@@ -144,6 +144,65 @@ class SyncAlerts(_Strict):
         return getattr(self, "on" if key is True else str(key))
 
 
+_DAYS = {
+    "sunday": 0,
+    "monday": 1,
+    "tuesday": 2,
+    "wednesday": 3,
+    "thursday": 4,
+    "friday": 5,
+    "saturday": 6,
+}
+
+
+class SyncSchedule(_Strict):
+    """When the sync runs by itself: exactly one of `cron`, `interval` or `days` + `at`."""
+
+    cron: str | None = None
+    """A cron expression, e.g. `*/15 * * * *`."""
+    interval: str | None = None
+    """`15m`, `1h`, `6h`, `1d`: minutes dividing an hour, hours dividing a day, or days."""
+    days: list[str] | None = None
+    """Custom recurrence: weekdays (`monday`...) at `at`."""
+    at: str = "00:00"
+    timezone: str = "UTC"
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind(self) -> SyncSchedule:
+        given = [k for k in ("cron", "interval", "days") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "schedule needs exactly one of cron, interval or days (+ at), e.g. "
+                "`schedule: {interval: 15m}`"
+            )
+        self.as_cron()  # refuse what cannot be expressed now, not at the first tick
+        return self
+
+    def as_cron(self) -> str:
+        if self.cron:
+            return self.cron
+        if self.days:
+            unknown = [d for d in self.days if d.lower() not in _DAYS]
+            if unknown:
+                raise ValueError(f"unknown day(s) {unknown}; use {', '.join(_DAYS)}")
+            hour, _, minute = self.at.partition(":")
+            dows = ",".join(str(_DAYS[d.lower()]) for d in self.days)
+            return f"{int(minute or 0)} {int(hour)} * * {dows}"
+        assert self.interval
+        m = re.fullmatch(r"(\d+)\s*([mhd])", self.interval.strip())
+        n, unit = (int(m.group(1)), m.group(2)) if m else (0, "")
+        if unit == "m" and 0 < n < 60 and 60 % n == 0:
+            return f"*/{n} * * * *"
+        if unit == "h" and 0 < n <= 24 and 24 % n == 0:
+            return "0 * * * *" if n == 1 else f"0 */{n} * * *"
+        if unit == "d" and n == 1:
+            return "0 0 * * *"
+        raise ValueError(
+            f"interval {self.interval!r}: use minutes dividing an hour (15m), hours "
+            "dividing a day (6h) or 1d; anything else as cron"
+        )
+
+
 class SyncConfig(_Strict):
     """A sync: model -> diff -> destination."""
 
@@ -169,6 +228,10 @@ class SyncConfig(_Strict):
     """A rejected record is retried on every run for this long (with the model's latest values);
     after that it waits until its row changes."""
     alerts: SyncAlerts | None = None
+    schedule: SyncSchedule | None = None
+    """None: manual (runs only when started)."""
+    run_on_model_update: bool = False
+    """Also run whenever the model asset is materialised (e.g. by dbt in the same Dagster)."""
     retention_days: int = pydantic.Field(default=30, ge=1, le=3650)
     """Run partitions, stored diffs and record logs older than this are pruned."""
 
