@@ -99,14 +99,6 @@ def ensure_state_schema(wh: Warehouse, sync: str) -> SyncTables:
     return t
 
 
-def committed_count(wh: Warehouse, sync: str) -> int:
-    t = SyncTables(sync)
-    if not wh.relation_exists(f"{STATE_SCHEMA}.{sync}__state"):
-        return 0
-    row = wh.fetchone(f"select count(*) from {t.state}")
-    return int(row[0]) if row else 0
-
-
 def reset(wh: Warehouse, sync: str) -> int:
     """Forget what was delivered: the next run sends every row as added. Returns the number of
     records forgotten. Diffs and logs of past runs stay (for replays and history)."""
