@@ -228,7 +228,7 @@ def _sync(name: str, as_json: bool, verbose: bool, replay_of: str | None = None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from retl_dagster.components import sync as sync_component
-    from retl_dagster.runner import SyncAlreadyRunning, run_sync
+    from retl_dagster.runner import SyncAlreadyRunning, SyncDisabled, run_sync
 
     defs = _load_defs()
     _sync_config(defs, name)
@@ -258,7 +258,7 @@ def _sync(name: str, as_json: bool, verbose: bool, replay_of: str | None = None)
                 tags={"retl/trigger": "cli"},
                 replay_of=replay_of,
             )
-    except SyncAlreadyRunning as exc:
+    except (SyncAlreadyRunning, SyncDisabled) as exc:
         _fail(str(exc))
     finally:
         sync_component.progress_listeners.remove(on_progress)

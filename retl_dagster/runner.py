@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 
 from retl_dagster.components import sync as sync_component
+from retl_dagster.components.references import sync_configs
 from retl_dagster.engine.runs import get_run, mark_incomplete, new_run_id
 from retl_dagster.engine.warehouse import Warehouse
 
@@ -71,6 +72,10 @@ def _first_failure(result: dg.ExecuteInProcessResult) -> str | None:
     return None
 
 
+class SyncDisabled(RuntimeError):
+    """The sync is switched off (`enabled: false`)."""
+
+
 class SyncAlreadyRunning(RuntimeError):
     """The same sync is running already; a second run would race it for the same records."""
 
@@ -126,6 +131,11 @@ def run_sync(
 ) -> SyncOutcome:
     """Add a new run partition for sync `name` and execute its job on `instance`
     (`replay_of`: resend every record of that earlier run instead of diffing)."""
+    config = {c.name: c for c in sync_configs(defs)}[name]
+    if not config.enabled:
+        raise SyncDisabled(
+            f"sync {name} is disabled (enabled: false in its defs.yaml); enable it to run it"
+        )
     settle_interrupted(instance, name)
     run_id = new_run_id()
     tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from retl_dagster.runner import SyncDisabled, run_sync
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
 from retl_dagster_tests.harness import WEBHOOK_DESTINATION, defs_from_yaml
 from retl_dagster_tests.test_sync_e2e import make_customers
@@ -78,3 +79,12 @@ def test_a_disabled_sync_has_its_schedule_stopped(warehouse_path: Path) -> None:
 def test_an_interval_cron_cannot_say_is_refused() -> None:
     with pytest.raises(Exception, match="interval '7m': use minutes dividing an hour"):
         defs_from_yaml(WEBHOOK_DESTINATION, SQL_SYNC + "schedule: {interval: 7m}\n")
+
+
+def test_a_disabled_sync_cannot_be_run_by_hand(
+    instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    defs = defs_from_yaml(WEBHOOK_DESTINATION, SQL_SYNC + "enabled: false\n")
+    with pytest.raises(SyncDisabled, match="sync pro_hook is disabled"):
+        run_sync(defs, "pro_hook", instance)
+    assert instance.get_runs() == []
