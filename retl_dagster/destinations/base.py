@@ -200,6 +200,8 @@ class Destination(ABC):
     def __init__(self, name: str, config: DestinationConfig) -> None:
         self.name = name
         self.config = config
+        # Every destination's config may set batch_size (within max_batch_size).
+        self.batch_size: int = getattr(config, "batch_size", None) or self.max_batch_size
 
     def prepare(  # noqa: B027 - optional hook
         self,

@@ -206,8 +206,7 @@ def load(
     mapper = mapper_for(config, destination)
     match_field = config.match.field if config.match else None
     prepare_destination(destination, config, wh.columns_of(f"select * from {t.diff}"))
-    batch_size = config.batch_size or getattr(destination, "batch_size", None)
-    batch_size = min(batch_size or destination.max_batch_size, destination.max_batch_size)
+    batch_size = min(config.batch_size or destination.batch_size, destination.max_batch_size)
     cols = ", ".join(quote_ident(c) for c in config.source_columns())
     done = sum(result.skipped.values())
     if progress:

@@ -59,7 +59,6 @@ class BrazeDestination(Destination):
     def __init__(self, name: str, config: BrazeConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
         self.config: BrazeConfig = config
-        self.batch_size = config.batch_size
         self.client = HttpClient(
             name,
             config,

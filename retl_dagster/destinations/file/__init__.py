@@ -35,7 +35,6 @@ class FileDestination(Destination):
         super().__init__(name, config)
         path = Path(config.path)
         self.path = path if path.is_absolute() else data_dir() / path
-        self.batch_size = config.batch_size
 
     def deliver(self, batch: Batch) -> BatchResult:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,6 @@ class HubSpotDestination(Destination):
     def __init__(self, name: str, config: HubSpotConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
         self.config: HubSpotConfig = config
-        self.batch_size = config.batch_size
         self.client = HttpClient(
             name,
             config,

@@ -55,7 +55,6 @@ class MixpanelDestination(Destination):
     def __init__(self, name: str, config: MixpanelConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
         self.config: MixpanelConfig = config
-        self.batch_size = config.batch_size
         self.client = HttpClient(name, config, base_url=str(config.base_url).rstrip("/"))
 
     @classmethod

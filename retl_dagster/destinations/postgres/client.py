@@ -65,7 +65,6 @@ class PostgresDestination(Destination):
     def __init__(self, name: str, config: PostgresConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
         self.config: PostgresConfig = config
-        self.batch_size = config.batch_size
         # JSONB values may hold Decimals and datetimes: encode them as every JSON destination does.
         self.engine = sa.create_engine(
             config.url.get_secret_value(),

@@ -49,7 +49,6 @@ class SalesforceDestination(Destination):
     def __init__(self, name: str, config: SalesforceConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
         self.config: SalesforceConfig = config
-        self.batch_size = config.batch_size
         self.client = HttpClient(name, config, is_transient=_is_transient)
         self.instance_url = ""
         self.token_refreshes = 0

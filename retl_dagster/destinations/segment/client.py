@@ -52,7 +52,6 @@ class SegmentDestination(Destination):
     def __init__(self, name: str, config: SegmentConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
         self.config: SegmentConfig = config
-        self.batch_size = config.batch_size
         auth = base64.b64encode(f"{config.write_key.get_secret_value()}:".encode()).decode()
         self.client = HttpClient(
             name,

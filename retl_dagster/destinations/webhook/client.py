@@ -23,7 +23,6 @@ class WebhookDestination(Destination):
     def __init__(self, name: str, config: WebhookConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
         self.config: WebhookConfig = config
-        self.batch_size = config.batch_size
         self.client = HttpClient(name, config, headers=config.headers)
 
     def body(self, batch: Batch) -> bytes:
