@@ -30,10 +30,6 @@ class DestinationResource(EnvBackedResource):
 
     destination_type: str
 
-    @property
-    def destination_name(self) -> str:
-        return self.name
-
     def client(self) -> Destination:
         """A ready API client; call inside a run."""
         return build_destination(self.name, self.destination_type, self.options())

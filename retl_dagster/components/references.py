@@ -30,7 +30,7 @@ def sync_configs(defs: dg.Definitions) -> list[SyncConfig]:
 def check_references(defs: dg.Definitions) -> None:
     resources = defs.resources or {}
     declared = sorted(
-        r.destination_name for r in resources.values() if isinstance(r, DestinationResource)
+        r.name for r in resources.values() if isinstance(r, DestinationResource)
     )
     for cfg in sync_configs(defs):
         res = resources.get(resource_key(cfg.destination))
@@ -96,7 +96,7 @@ def remote_property_errors(defs: dg.Definitions) -> list[str]:
         try:
             with res.client() as client:
                 for cfg in configs:
-                    if cfg.destination != res.destination_name or not cfg.object:
+                    if cfg.destination != res.name or not cfg.object:
                         continue
                     names = client.remote_properties(cfg.object)
                     if names is None:
