@@ -90,11 +90,18 @@ def _summary_line(s: dict[str, Any]) -> str:
     def n(k: str) -> str:
         return "-" if s.get(k) is None else str(s[k])
 
-    return (
+    line = (
         f"sync {s['sync']} {s['status']}: run {s['run_id']}, {n('rows_queried')} rows queried, "
         f"{n('added')} added, {n('changed')} changed, {n('removed')} removed, "
         f"{n('succeeded')} succeeded, {n('rejected')} rejected in {n('duration_s')}s"
     )
+    if s.get("identified") is not None:
+        # Audience and conversion destinations: how many rows could be matched at all.
+        rate = s.get("match_rate")
+        line += f", {s['identified']} identified" + (
+            f", match rate {rate:.1%}" if rate is not None else ", match rate not reported"
+        )
+    return line
 
 
 @click.group()

@@ -1,3 +1,4 @@
+-- Accounts with the number and total lifetime value of their active users.
 select
     a.account_id,
     a.name,

@@ -1,7 +1,11 @@
+-- One row per order; line_items is a LIST of STRUCT(sku, quantity, unit_price) in line order.
 with items as (
     select
         order_id,
-        list(struct_pack(sku := sku, quantity := quantity, unit_price := unit_price) order by line_no) as line_items,
+        list(
+            struct_pack(sku := sku, quantity := quantity, unit_price := unit_price)
+            order by line_no
+        ) as line_items,
         sum(quantity * unit_price)::decimal(12, 2) as order_total
     from {{ ref('raw_order_items') }}
     group by order_id
@@ -13,7 +17,7 @@ select
     o.ordered_at,
     o.status,
     i.line_items,
-    i.order_total
+    coalesce(i.order_total, 0)::decimal(12, 2) as order_total
 from {{ ref('raw_orders') }} as o
-join {{ ref('raw_users') }} as u using (user_id)
+left join {{ ref('raw_users') }} as u using (user_id)
 left join items as i using (order_id)

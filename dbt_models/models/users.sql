@@ -1,3 +1,4 @@
+-- Active users with their account's name.
 select
     u.user_id,
     u.email,
@@ -7,7 +8,6 @@ select
     u.ltv,
     u.account_id,
     a.name as account_name,
-    a.domain as account_domain,
     u.signup_at,
     u.updated_at,
     u.last_login_city

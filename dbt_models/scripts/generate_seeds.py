@@ -1,4 +1,7 @@
-"""Write the demo seed CSVs deterministically (stdlib only). Run: python scripts/generate_seeds.py"""
+"""Write the demo seed CSVs deterministically (stdlib only, fixed random seed).
+
+Run from dbt_models/: python scripts/generate_seeds.py, and commit the CSVs it writes.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ def ts(days: float) -> str:
 
 def write(name: str, header: list[str], rows: list[list[object]]) -> None:
     with (SEEDS / f"{name}.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
+        w = csv.writer(fh, lineterminator="\n")
         w.writerow(header)
         w.writerows(["" if v is None else v for v in r] for r in rows)
 

@@ -29,9 +29,7 @@ def sync_configs(defs: dg.Definitions) -> list[SyncConfig]:
 
 def check_references(defs: dg.Definitions) -> None:
     resources = defs.resources or {}
-    declared = sorted(
-        r.name for r in resources.values() if isinstance(r, DestinationResource)
-    )
+    declared = sorted(r.name for r in resources.values() if isinstance(r, DestinationResource))
     for cfg in sync_configs(defs):
         res = resources.get(resource_key(cfg.destination))
         if not isinstance(res, DestinationResource):

@@ -77,6 +77,12 @@ def _load_metadata(result: LoadResult, status: str, run: dict[str, Any]) -> dict
         "batches": dg.MetadataValue.int(result.batches),
         "duration_s": dg.MetadataValue.float(round(result.duration_s, 3)),
     }
+    if result.identified is not None:
+        md["identified"] = dg.MetadataValue.int(result.identified)
+        if result.matched is not None:
+            md["matched"] = dg.MetadataValue.int(result.matched)
+        if result.match_rate is not None:
+            md["match_rate"] = dg.MetadataValue.float(round(result.match_rate, 4))
     for op in ("added", "changed", "removed"):
         md[f"{op}_succeeded"] = dg.MetadataValue.int(result.succeeded[op])
         md[f"{op}_rejected"] = dg.MetadataValue.int(result.rejected[op])
@@ -312,6 +318,9 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
                 status=status,
                 succeeded=result.total_succeeded,
                 rejected=result.total_rejected,
+                identified=result.identified,
+                matched=result.matched,
+                match_rate=result.match_rate,
                 finished=True,
             )
             run = get_run(wh, name, run_id) or {}

@@ -59,6 +59,11 @@ class BatchResult:
     dest_ids: dict[str, str] = field(default_factory=dict)
     """key -> the destination's id of an acknowledged record, kept in state for later
     updates and deletes."""
+    identified: int | None = None
+    """Audience and conversion destinations: records in the batch that carried at least one
+    usable identifier (email, phone, click id...). None elsewhere."""
+    matched: int | None = None
+    """Records the platform says it matched to a person, where it says so per request."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,8 @@ class Destination(ABC):
     requires_object: ClassVar[bool] = False
     requires_match: ClassVar[frozenset[str]] = frozenset()
     """Modes in which the sync must declare `match`."""
+    reports_match: ClassVar[bool] = False
+    """Audience and conversion destinations: runs show identified rows and the match rate."""
 
     @classmethod
     def check_sync(cls, sync: SyncShape) -> list[Problem]:
@@ -217,6 +224,11 @@ class Destination(ABC):
     def deliver(self, batch: Batch) -> BatchResult:
         """Send one batch; return which records were rejected. Raise DestinationError when the
         batch's fate is unknown or delivery cannot continue."""
+
+    def match_rate(self) -> float | None:
+        """After the last batch: the match rate (0-1) the platform itself reports (e.g. an
+        audience's), or None where it reports none."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -38,6 +38,12 @@ class LoadResult:
     batches: int = 0
     rejected_samples: list[dict[str, Any]] = field(default_factory=list)
     duration_s: float = 0.0
+    identified: int | None = None
+    """Audience and conversion destinations: records sent that carried a usable identifier."""
+    matched: int | None = None
+    """Records the platform said it matched, where it says so per request."""
+    match_rate: float | None = None
+    """The platform's own match rate if it reports one, else matched / identified."""
 
     @property
     def total_succeeded(self) -> int:
@@ -233,6 +239,10 @@ def load(
                 )
             )
         result.batches += 1
+        if destination.reports_match:
+            result.identified = (result.identified or 0) + (answer.identified or 0)
+            if answer.matched is not None:
+                result.matched = (result.matched or 0) + answer.matched
         statuses, errors = [], []
         for r, rec in zip(rows, records, strict=True):
             err = answer.rejected.get(r["_retl_key"])
@@ -273,6 +283,11 @@ def load(
         done += len(rows)
         if progress:
             progress(done, result.planned)
+    if destination.reports_match:
+        result.identified = result.identified or 0
+        result.match_rate = destination.match_rate()
+        if result.match_rate is None and result.matched is not None and result.identified:
+            result.match_rate = result.matched / result.identified
     result.duration_s = time.monotonic() - started
     return result
 

@@ -23,6 +23,9 @@ RUN_COLUMNS = (
     "rejected",
     "error",
     "dagster_run_id",
+    "identified",
+    "matched",
+    "match_rate",
 )
 
 

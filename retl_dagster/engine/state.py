@@ -76,6 +76,7 @@ def ensure_state_schema(wh: Warehouse, sync: str) -> SyncTables:
             succeeded bigint, rejected bigint,
             error varchar,
             dagster_run_id varchar,
+            identified bigint, matched bigint, match_rate double precision,
             primary key (sync, run_id))"""
     )
     wh.execute(
@@ -94,6 +95,9 @@ def ensure_state_schema(wh: Warehouse, sync: str) -> SyncTables:
         (t.state, "_retl_dest_id", "varchar"),
         (t.pending, "_retl_hash", "varchar"),
         (t.pending, "expired", "boolean default false"),
+        (SYNC_RUNS, "identified", "bigint"),
+        (SYNC_RUNS, "matched", "bigint"),
+        (SYNC_RUNS, "match_rate", "double precision"),
     ):
         wh.execute(f"alter table {table} add column if not exists {column} {type_}")
     return t
