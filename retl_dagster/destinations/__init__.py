@@ -15,6 +15,7 @@ from retl_dagster.destinations.base import (
     Record,
 )
 from retl_dagster.destinations.braze import BrazeDestination
+from retl_dagster.destinations.facebook import FacebookConversionsDestination
 from retl_dagster.destinations.file import FileDestination
 from retl_dagster.destinations.hubspot import HubSpotDestination
 from retl_dagster.destinations.mixpanel import MixpanelDestination
@@ -34,6 +35,7 @@ DESTINATION_TYPES: dict[str, type[Destination]] = {
         MixpanelDestination,
         BrazeDestination,
         SalesforceDestination,
+        FacebookConversionsDestination,
     )
 }
 
