@@ -144,7 +144,7 @@ def validate() -> None:
     from retl_dagster.components.references import remote_property_errors
     from retl_dagster.engine import diff
     from retl_dagster.engine.models import model_select
-    from retl_dagster.engine.warehouse import Warehouse
+    from retl_dagster.engine.warehouse import Warehouse, safe_location
 
     yaml_errors = _validate_sync_yaml()
     if yaml_errors:
@@ -160,15 +160,14 @@ def validate() -> None:
         _fail(str(cause) if str(cause) else str(exc))
     configs = _configs(defs)
     errors: list[str] = remote_property_errors(defs)
-    location = os.environ.get("RETL_WAREHOUSE")
     wh_ok = True
     try:
         wh = Warehouse(read_only=True)
-        wh.con  # noqa: B018 - opens it
+        wh.open()
     except Exception as exc:
         wh_ok = False
         click.echo(
-            f"warning: warehouse {location or 'data/warehouse.duckdb'} not readable ({exc}); "
+            f"warning: warehouse {safe_location()} not readable ({exc}); "
             "model columns were not checked. Build the models first (see README).",
             err=True,
         )

@@ -56,6 +56,8 @@ def summarize(row: dict[str, Any]) -> dict[str, Any]:
         "started_at": started.isoformat() if started else None,
         "dagster_run_id": row.get("dagster_run_id"),
     }
+    if row.get("identified") is not None:  # audience and conversion destinations
+        out |= {k: row.get(k) for k in ("identified", "matched", "match_rate")}
     if row.get("error"):
         out["error"] = row["error"]
     return out
@@ -128,16 +130,18 @@ def run_sync(
     log_level: str = "INFO",
     tags: dict[str, str] | None = None,
     replay_of: str | None = None,
+    run_id: str | None = None,
 ) -> SyncOutcome:
     """Add a new run partition for sync `name` and execute its job on `instance`
-    (`replay_of`: resend every record of that earlier run instead of diffing)."""
+    (`replay_of`: resend every record of that earlier run instead of diffing; `run_id`: run
+    that partition instead, e.g. one a schedule or sensor requested)."""
     config = {c.name: c for c in sync_configs(defs)}[name]
     if not config.enabled:
         raise SyncDisabled(
             f"sync {name} is disabled (enabled: false in its defs.yaml); enable it to run it"
         )
     settle_interrupted(instance, name)
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     if replay_of:
         tags[sync_component.REPLAY_TAG] = replay_of

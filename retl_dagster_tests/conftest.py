@@ -1,15 +1,25 @@
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pytest
 
 from retl_dagster.definitions import ensure_dbt_manifest
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
+from retl_dagster_tests.harness import PG_URL, libpq_url
 
 WEBHOOK_SECRET = "test-secret-do-not-log"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A module that sets WAREHOUSES runs its warehouse tests on each of them.
+    kinds = getattr(metafunc.module, "WAREHOUSES", None)
+    if kinds and "warehouse_path" in metafunc.fixturenames:
+        metafunc.parametrize("warehouse_path", kinds, indirect=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,10 +29,26 @@ def dbt_manifest() -> None:
 
 
 @pytest.fixture
-def warehouse_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "warehouse.duckdb"
-    monkeypatch.setenv("RETL_WAREHOUSE", str(path))
-    return path
+def warehouse_path(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path | str]:
+    """The test's warehouse, set as `RETL_WAREHOUSE`: a fresh DuckDB file, or (parametrised
+    with `harness.BOTH_WAREHOUSES`) a fresh PostgreSQL database's URL."""
+    if getattr(request, "param", "duckdb") == "duckdb":
+        path = tmp_path / "warehouse.duckdb"
+        monkeypatch.setenv("RETL_WAREHOUSE", str(path))
+        yield path
+        return
+    if not PG_URL:
+        pytest.skip("no PostgreSQL: run .ci/start_postgres.sh and export RETL_TEST_PG_URL")
+    name = f"retl_t_{secrets.token_hex(4)}"
+    with psycopg.connect(libpq_url(PG_URL), autocommit=True) as admin:
+        admin.execute(f"create database {name}")
+    url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    monkeypatch.setenv("RETL_WAREHOUSE", url)
+    yield url
+    with psycopg.connect(libpq_url(PG_URL), autocommit=True) as admin:
+        admin.execute(f"drop database if exists {name} with (force)")
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Mapping kinds and sync modes, end to end on nested DuckDB data, delivered over loopback."""
+"""Mapping kinds and sync modes, end to end on nested data (DuckDB STRUCT/LIST/JSON columns,
+PostgreSQL jsonb), delivered over loopback."""
 
 from __future__ import annotations
 
@@ -9,11 +10,25 @@ import pytest
 
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
-from retl_dagster_tests.harness import WEBHOOK_DESTINATION, defs_from_yaml
-from retl_dagster_tests.test_sync_e2e import sql
+from retl_dagster_tests.harness import BOTH_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml, sql
+
+WAREHOUSES = BOTH_WAREHOUSES
 
 
-def orders(path: Path) -> None:
+def orders(path: Path | str) -> None:
+    if isinstance(path, str):  # PostgreSQL: nested values are jsonb
+        sql(
+            path,
+            """drop table if exists orders; create table orders as select * from (values
+            (1, 'a@example.com', 'Lyon',
+             '{"street": "1 rue A", "geo": {"lat": 45.7, "lon": 4.8}}'::jsonb,
+             '[{"sku": "TEE", "qty": 2, "price": 19.00}, {"sku": "MUG", "qty": 1}]'::jsonb,
+             '{"tier": "gold", "flags": {"vip": true}}'::json, null),
+            (2, 'b@example.com', null, '{"street": "2 rue B", "geo": {"lat": 48.8, "lon": 2.3}}',
+             '[]', '{"tier": "silver"}', 'promo')
+            ) t(id, email, city, address, items, extra, coupon)""",
+        )
+        return
     sql(
         path,
         """create or replace table orders as select * from (values
@@ -123,7 +138,7 @@ def test_each_mode_sends_what_it_says(
 ) -> None:
     sql(
         warehouse_path,
-        "create table people as select * from (values (1, 'a'), (2, 'b'), (3, 'c')) t(id, name)",
+        "create table people as select * from (values (1, 'a'), (2, 'b'), (3, 'c')) as t(id, name)",
     )
     defs = defs_from_yaml(
         WEBHOOK_DESTINATION, MODES.replace("MODE", mode).replace("DELETE", delete)

@@ -18,8 +18,10 @@ from retl_dagster.cli import ensure_dagster_home
 from retl_dagster.components.sync import job_name
 from retl_dagster.runner import SyncAlreadyRunning, run_sync
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
-from retl_dagster_tests.harness import WEBHOOK_DESTINATION, defs_from_yaml
+from retl_dagster_tests.harness import BOTH_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml
 from retl_dagster_tests.test_sync_e2e import SYNC, make_customers, sql
+
+WAREHOUSES = BOTH_WAREHOUSES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,7 +227,8 @@ def test_runs_past_retention_are_pruned_with_their_partitions(
     old = run_sync(defs, "customers_hook", instance).summary["run_id"]
     sql(
         warehouse_path,
-        f"update _retl.sync_runs set started_at = now() - interval 31 day where run_id = '{old}'",
+        "update _retl.sync_runs set started_at = now() - interval '31 days' "
+        f"where run_id = '{old}'",
     )
     sql(warehouse_path, "update customers set plan = 'p' where id = 1")
     new = run_sync(defs, "customers_hook", instance).summary["run_id"]

@@ -1,18 +1,20 @@
-"""End to end: real DuckDB file, real Dagster runs on a real instance, real HTTP on loopback."""
+"""End to end: a real warehouse (a DuckDB file and a PostgreSQL database), real Dagster runs on
+a real instance, real HTTP on loopback."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
 from retl_dagster.components.sync import diff_key, load_key
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.conftest import WEBHOOK_SECRET
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
-from retl_dagster_tests.harness import WEBHOOK_DESTINATION, defs_from_yaml
+from retl_dagster_tests.harness import BOTH_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml, sql
+
+WAREHOUSES = BOTH_WAREHOUSES
 
 SYNC = """
 name: customers_hook
@@ -28,22 +30,14 @@ delete_behavior: delete
 """
 
 
-def sql(path: Path, statement: str) -> list[tuple]:
-    con = duckdb.connect(str(path))
-    try:
-        return con.execute(statement).fetchall()
-    finally:
-        con.close()
-
-
 def make_customers(path: Path, n: int) -> None:
     sql(
         path,
-        f"""create or replace table customers as
+        f"""drop table if exists customers; create table customers as
         select i as id, 'user' || i || '@example.com' as email,
                case when i % 3 = 0 then 'pro' else 'free' end as plan,
                (i * 10.5)::decimal(12, 2) as ltv, 'note ' || i as internal_note
-        from range(1, {n + 1}) t(i)""",
+        from generate_series(1, {n}) as t(i)""",
     )
 
 
@@ -85,7 +79,7 @@ def test_first_run_adds_all_then_next_run_sends_exactly_the_changes(
     sql(
         warehouse_path,
         "insert into customers select i, 'new' || i || '@example.com', 'free', "
-        "0, '' from range(200, 204) t(i)",
+        "0, '' from generate_series(200, 203) as t(i)",
     )
     receiver.requests.clear()
     second = run_sync(defs, "customers_hook", instance)
@@ -114,7 +108,7 @@ def test_first_run_adds_all_then_next_run_sends_exactly_the_changes(
     logged = sql(
         warehouse_path,
         "select run_id, op, status, count(*) from "
-        "_retl.sync_record_results group by all order by all",
+        "_retl.sync_record_results group by 1, 2, 3 order by 1, 2, 3",
     )
     assert logged == sorted(
         [
@@ -341,7 +335,7 @@ def test_an_expired_rejection_stops_retrying_and_says_so(
     # Fifteen days of failing later (the default window is 14 days):
     sql(
         warehouse_path,
-        "update _retl.customers_hook__pending set first_failed_at = now() - interval 15 day",
+        "update _retl.customers_hook__pending set first_failed_at = now() - interval '15 days'",
     )
     receiver.requests.clear()
     expired = run_sync(defs, "customers_hook", instance)

@@ -9,4 +9,4 @@ select
     coalesce(sum(u.ltv), 0)::decimal(14, 2) as total_ltv
 from {{ ref('raw_accounts') }} as a
 left join {{ ref('raw_users') }} as u on u.account_id = a.account_id and u.is_active
-group by all
+group by a.account_id, a.name, a.domain, a.industry, a.created_at

@@ -1,11 +1,19 @@
--- One row per order; line_items is a LIST of STRUCT(sku, quantity, unit_price) in line order.
+-- One row per order; line_items lists the order's lines (sku, quantity, unit_price) in line
+-- order: a LIST of STRUCTs on DuckDB, a jsonb array of objects on PostgreSQL.
 with items as (
     select
         order_id,
+        {% if target.type == 'postgres' -%}
+        jsonb_agg(
+            jsonb_build_object('sku', sku, 'quantity', quantity, 'unit_price', unit_price)
+            order by line_no
+        ) as line_items,
+        {%- else -%}
         list(
             struct_pack(sku := sku, quantity := quantity, unit_price := unit_price)
             order by line_no
         ) as line_items,
+        {%- endif %}
         sum(quantity * unit_price)::decimal(12, 2) as order_total
     from {{ ref('raw_order_items') }}
     group by order_id

@@ -110,6 +110,20 @@ def _step_errors(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return errors
 
 
+def deliver_alert(config: SyncConfig, channels: AlertChannels, alert: RunAlert) -> None:
+    """Send `alert` to the sync's Slack channel and email recipients, secrets redacted."""
+    alerts = config.alerts
+    if alerts is None:
+        return
+    alert.errors = [channels.redact(e) for e in alert.errors]
+    base = os.environ.get(UI_URL_ENV, "http://localhost:3000").rstrip("/")
+    alert.url = f"{base}/runs/{alert.dagster_run_id}"
+    if alerts.slack:
+        channels.send_slack(alerts.slack, alert)
+    if alerts.email:
+        channels.send_email(alerts.email, alert)
+
+
 def alert_sensors(
     config: SyncConfig,
     job: Any,  # the sync job, as define_asset_job returns it (resolved with the definitions)
@@ -124,13 +138,7 @@ def alert_sensors(
     name = config.name
 
     def deliver(channels: AlertChannels, alert: RunAlert) -> None:
-        alert.errors = [channels.redact(e) for e in alert.errors]
-        base = os.environ.get(UI_URL_ENV, "http://localhost:3000").rstrip("/")
-        alert.url = f"{base}/runs/{alert.dagster_run_id}"
-        if alerts.slack:
-            channels.send_slack(alerts.slack, alert)
-        if alerts.email:
-            channels.send_email(alerts.email, alert)
+        deliver_alert(config, channels, alert)
 
     def counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
         return {

@@ -27,9 +27,46 @@ def sync_configs(defs: dg.Definitions) -> list[SyncConfig]:
     return sorted(configs.values(), key=lambda c: c.name)
 
 
+def check_sequences(configs: list[SyncConfig]) -> None:
+    """`after:` names existing syncs, has no cycle, and each sequence has one first sync (a
+    sequence run is the run of that sync and of the syncs after it)."""
+    by_name = {c.name: c for c in configs}
+    for cfg in configs:
+        for i, other in enumerate(cfg.after):
+            if other not in by_name:
+                raise ConfigError(
+                    cfg.name,
+                    f"after[{i}]",
+                    f"no sync named '{other}' (syncs: {', '.join(sorted(by_name))})",
+                    "name a declared sync or remove it from `after`",
+                )
+
+    def roots(name: str, path: tuple[str, ...]) -> set[str]:
+        if name in path:
+            cycle = " -> ".join((*path[path.index(name) :], name))
+            raise ConfigError(
+                name, "after", f"the sequence loops: {cycle}", "remove one `after` of the loop"
+            )
+        after = by_name[name].after
+        if not after:
+            return {name}
+        return set().union(*(roots(a, (*path, name)) for a in after))
+
+    for cfg in configs:
+        first = roots(cfg.name, ())
+        if cfg.after and len(first) > 1:
+            raise ConfigError(
+                cfg.name,
+                "after",
+                f"it follows syncs of different sequences, started by {', '.join(sorted(first))}",
+                "a sequence has one first sync: make the others follow it too",
+            )
+
+
 def check_references(defs: dg.Definitions) -> None:
     resources = defs.resources or {}
     declared = sorted(r.name for r in resources.values() if isinstance(r, DestinationResource))
+    check_sequences(sync_configs(defs))
     for cfg in sync_configs(defs):
         res = resources.get(resource_key(cfg.destination))
         if not isinstance(res, DestinationResource):

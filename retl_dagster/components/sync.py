@@ -9,7 +9,7 @@ import dagster as dg
 
 from retl_dagster.components.alerts import alert_sensors
 from retl_dagster.components.destinations import DestinationResource, resource_key
-from retl_dagster.components.triggers import sync_triggers
+from retl_dagster.components.triggers import job_name, sync_triggers
 from retl_dagster.destinations.http import HttpClient, format_exchange
 from retl_dagster.engine import diff as diff_stage
 from retl_dagster.engine import preview
@@ -36,10 +36,6 @@ progress_listeners: list[ProgressListener] = []
 def partitions_def_name(sync: str) -> str:
     # Dynamic partition sets are instance-wide: one per sync.
     return f"retl_{sync}_runs"
-
-
-def job_name(sync: str) -> str:
-    return f"sync_{sync}"
 
 
 def diff_key(sync: str) -> dg.AssetKey:
@@ -121,7 +117,7 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
         def sql_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             with Warehouse() as wh:
                 wh.execute(f"create schema if not exists {STATE_SCHEMA}")
-                wh.execute(f'create or replace view {STATE_SCHEMA}."{name}__model" as {sql}')
+                wh.replace_view(f'{STATE_SCHEMA}."{name}__model"', sql)
                 row = wh.fetchone(f'select count(*) from {STATE_SCHEMA}."{name}__model"')
             return dg.MaterializeResult(metadata={"dagster/row_count": int(row[0]) if row else 0})
 

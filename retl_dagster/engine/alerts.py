@@ -24,7 +24,8 @@ class AlertError(RuntimeError):
 @dataclass
 class RunAlert:
     sync: str
-    status: Literal["failed", "partial"]
+    status: Literal["failed", "partial", "stopped"]
+    """`stopped`: a sequence stopped before this sync, because a sync it follows failed."""
     run_id: str
     """The sync run (partition) id."""
     dagster_run_id: str
@@ -35,6 +36,8 @@ class RunAlert:
 
     @property
     def headline(self) -> str:
+        if self.status == "stopped":
+            return f"retl sequence stopped: sync {self.sync} did not run"
         what = "failed" if self.status == "failed" else "partly failed (records rejected)"
         return f"retl sync {self.sync} {what}"
 

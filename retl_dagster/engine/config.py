@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import pydantic
 
+from retl_dagster.engine.warehouse import quote_ident, quote_relation
+
 SyncMode = Literal["insert", "update", "upsert", "mirror", "events"]
 DeleteBehavior = Literal["nothing", "clear", "delete"]
 
@@ -203,6 +205,29 @@ class SyncSchedule(_Strict):
         )
 
 
+class TableChange(_Strict):
+    """Run when a warehouse table changes, seen by a cheap query a sensor polls."""
+
+    table: str | None = None
+    """The table to watch; defaults to the model's `table`."""
+    column: str | None = None
+    """Watch `max(column)` (e.g. `updated_at`); without it, the row count."""
+    query: str | None = None
+    """Or any cheap SQL returning one value (e.g. a load audit table's last batch id)."""
+    every_s: int = 60
+    """How often the sensor asks (5 s to a day)."""
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind(self) -> TableChange:
+        if not 5 <= self.every_s <= 86_400:
+            raise ValueError("run_on_table_change.every_s must be between 5 and 86400 seconds")
+        if self.query and (self.table or self.column):
+            raise ValueError(
+                "run_on_table_change takes either `query` or `table` (+ `column`), not both"
+            )
+        return self
+
+
 class SyncConfig(_Strict):
     """A sync: model -> diff -> destination."""
 
@@ -232,6 +257,11 @@ class SyncConfig(_Strict):
     """None: manual (runs only when started)."""
     run_on_model_update: bool = False
     """Also run whenever the model asset is materialised (e.g. by dbt in the same Dagster)."""
+    run_on_table_change: TableChange | None = None
+    """Also run when a warehouse table changes (loaded outside Dagster, e.g. by Fivetran)."""
+    after: list[str] = pydantic.Field(default_factory=list)
+    """Sequences: run when each of these syncs finished successfully in the same sequence run
+    (started by the sequence's first sync); a failure stops the sequence."""
     retention_days: int = pydantic.Field(default=30, ge=1, le=3650)
     """Run partitions, stored diffs and record logs older than this are pruned."""
 
@@ -270,7 +300,27 @@ class SyncConfig(_Strict):
                     "each destination field may be fed by one mapping only"
                 )
             seen.add(m.to)
+        watch = self.run_on_table_change
+        if watch and not (watch.query or watch.table or self.model.table):
+            raise ValueError(
+                f"sync '{self.name}', field 'run_on_table_change': no table to watch (the model "
+                "is not a `table`); set `table:` (+ `column: updated_at`) or `query:`"
+            )
+        if self.name in self.after:
+            raise ValueError(f"sync '{self.name}', field 'after': a sync cannot follow itself")
         return self
+
+    def freshness_sql(self) -> str | None:
+        """The cheap query whose answer changes when the watched table does."""
+        watch = self.run_on_table_change
+        if watch is None:
+            return None
+        if watch.query:
+            return watch.query.strip().rstrip(";")
+        table = quote_relation(watch.table or self.model.table or "")
+        if watch.column:
+            return f"select cast(max({quote_ident(watch.column)}) as varchar) from {table}"
+        return f"select cast(count(*) as varchar) from {table}"
 
     def reset_warnings(self) -> list[str]:
         """Why resending everything could harm the destination (Hightouch's prerequisites for a

@@ -113,7 +113,7 @@ def expire_rejections(wh: Warehouse, config: SyncConfig, run_id: str) -> int:
     """Rejections older than `retry_rejected_days` stop being retried (until their row changes);
     each says so once in `_retl.sync_record_results` with status `expired`."""
     t = SyncTables(config.name)
-    cutoff = f"now() - to_days({int(config.retry_rejected_days)})"
+    cutoff = wh.days_ago(config.retry_rejected_days)
     due = f"select _retl_key from {t.pending} where not expired and first_failed_at < {cutoff}"
     row = wh.fetchone(f"select count(*) from ({due}) as d")
     n = int(row[0]) if row else 0

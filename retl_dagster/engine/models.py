@@ -7,12 +7,34 @@ import sys
 from pathlib import Path
 
 from retl_dagster.engine.config import ConfigError, SyncConfig
-from retl_dagster.engine.warehouse import PROJECT_ROOT, quote_relation
+from retl_dagster.engine.warehouse import PROJECT_ROOT, is_url, quote_relation, warehouse_location
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_models"
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 # The venv's dbt, so nothing depends on the venv being activated (PATH).
 DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
+
+
+def dbt_target(location: str | None = None) -> tuple[str, dict[str, str]]:
+    """The dbt target (profiles.yml) for the warehouse, and the environment it reads."""
+    location = location or warehouse_location()
+    if not is_url(location):
+        return "dev", {"RETL_WAREHOUSE": location}
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(location)
+    if url.get_backend_name() != "postgresql":
+        raise ValueError(
+            f"dbt models run on DuckDB or PostgreSQL; RETL_WAREHOUSE names "
+            f"{url.get_backend_name()}. Fix: use a sql or table model there"
+        )
+    return "pg", {
+        "RETL_DBT_PG_HOST": url.host or "localhost",
+        "RETL_DBT_PG_PORT": str(url.port or 5432),
+        "RETL_DBT_PG_USER": url.username or "postgres",
+        "DBT_ENV_SECRET_RETL_PG_PASSWORD": url.password or "",  # type: ignore[dict-item]
+        "RETL_DBT_PG_DBNAME": url.database or "postgres",
+    }
 
 
 def dbt_relation(model: str, manifest_path: Path = DBT_MANIFEST) -> str:

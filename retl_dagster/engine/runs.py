@@ -103,7 +103,7 @@ def prune(wh: Warehouse, sync: str, retention_days: int) -> list[str]:
         r
         for (r,) in wh.fetchall(
             f"select run_id from {SYNC_RUNS} where sync = ? and "
-            f"started_at < now() - to_days({int(retention_days)})",
+            f"started_at < {wh.days_ago(retention_days)}",
             [sync],
         )
     ]
@@ -115,8 +115,9 @@ def prune(wh: Warehouse, sync: str, retention_days: int) -> list[str]:
                 (SYNC_RUNS, "run_id"),
             ):
                 extra = "" if table == t.diff else " and sync = ?"
+                marks = ", ".join("?" for _ in old)
                 wh.execute(
-                    f"delete from {table} where {column} in (select unnest(?)){extra}",
-                    [old] + ([] if table == t.diff else [sync]),
+                    f"delete from {table} where {column} in ({marks}){extra}",
+                    [*old] + ([] if table == t.diff else [sync]),
                 )
     return old

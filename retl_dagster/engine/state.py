@@ -41,65 +41,66 @@ class SyncTables:
 def ensure_state_schema(wh: Warehouse, sync: str) -> SyncTables:
     """Create the `_retl` tables this sync needs (idempotent)."""
     t = SyncTables(sync)
-    wh.execute(f"create schema if not exists {STATE_SCHEMA}")
-    wh.execute(
-        f"""create table if not exists {t.state} (
-            _retl_key varchar primary key,
-            _retl_hash varchar not null,
-            _retl_match varchar,
-            _retl_dest_id varchar,
-            first_synced_at timestamptz not null,
-            last_synced_at timestamptz not null,
-            last_run_id varchar not null)"""
-    )
-    wh.execute(
-        f"""create table if not exists {t.pending} (
-            _retl_key varchar primary key,
-            op varchar not null,
-            _retl_hash varchar,
-            expired boolean not null default false,
-            error varchar not null,
-            first_failed_at timestamptz not null,
-            last_failed_at timestamptz not null,
-            attempts integer not null,
-            last_run_id varchar not null)"""
-    )
-    wh.execute(
-        f"""create table if not exists {SYNC_RUNS} (
-            run_id varchar not null,
-            sync varchar not null,
-            status varchar not null,
-            started_at timestamptz not null,
-            finished_at timestamptz,
-            rows_queried bigint,
-            added bigint, changed bigint, removed bigint,
-            succeeded bigint, rejected bigint,
-            error varchar,
-            dagster_run_id varchar,
-            identified bigint, matched bigint, match_rate double precision,
-            primary key (sync, run_id))"""
-    )
-    wh.execute(
-        f"""create table if not exists {RECORD_RESULTS} (
-            run_id varchar not null,
-            sync varchar not null,
-            _retl_key varchar not null,
-            op varchar not null,
-            status varchar not null,
-            error varchar,
-            recorded_at timestamptz not null)"""
-    )
-    # Tables made by an older retl-dagster gain the columns added since.
-    for table, column, type_ in (
-        (t.state, "_retl_match", "varchar"),
-        (t.state, "_retl_dest_id", "varchar"),
-        (t.pending, "_retl_hash", "varchar"),
-        (t.pending, "expired", "boolean default false"),
-        (SYNC_RUNS, "identified", "bigint"),
-        (SYNC_RUNS, "matched", "bigint"),
-        (SYNC_RUNS, "match_rate", "double precision"),
-    ):
-        wh.execute(f"alter table {table} add column if not exists {column} {type_}")
+    with wh.ddl_lock():
+        wh.execute(f"create schema if not exists {STATE_SCHEMA}")
+        wh.execute(
+            f"""create table if not exists {t.state} (
+                _retl_key varchar primary key,
+                _retl_hash varchar not null,
+                _retl_match varchar,
+                _retl_dest_id varchar,
+                first_synced_at timestamptz not null,
+                last_synced_at timestamptz not null,
+                last_run_id varchar not null)"""
+        )
+        wh.execute(
+            f"""create table if not exists {t.pending} (
+                _retl_key varchar primary key,
+                op varchar not null,
+                _retl_hash varchar,
+                expired boolean not null default false,
+                error varchar not null,
+                first_failed_at timestamptz not null,
+                last_failed_at timestamptz not null,
+                attempts integer not null,
+                last_run_id varchar not null)"""
+        )
+        wh.execute(
+            f"""create table if not exists {SYNC_RUNS} (
+                run_id varchar not null,
+                sync varchar not null,
+                status varchar not null,
+                started_at timestamptz not null,
+                finished_at timestamptz,
+                rows_queried bigint,
+                added bigint, changed bigint, removed bigint,
+                succeeded bigint, rejected bigint,
+                error varchar,
+                dagster_run_id varchar,
+                identified bigint, matched bigint, match_rate double precision,
+                primary key (sync, run_id))"""
+        )
+        wh.execute(
+            f"""create table if not exists {RECORD_RESULTS} (
+                run_id varchar not null,
+                sync varchar not null,
+                _retl_key varchar not null,
+                op varchar not null,
+                status varchar not null,
+                error varchar,
+                recorded_at timestamptz not null)"""
+        )
+        # Tables made by an older retl-dagster gain the columns added since.
+        for table, column, type_ in (
+            (t.state, "_retl_match", "varchar"),
+            (t.state, "_retl_dest_id", "varchar"),
+            (t.pending, "_retl_hash", "varchar"),
+            (t.pending, "expired", "boolean default false"),
+            (SYNC_RUNS, "identified", "bigint"),
+            (SYNC_RUNS, "matched", "bigint"),
+            (SYNC_RUNS, "match_rate", "double precision"),
+        ):
+            wh.execute(f"alter table {table} add column if not exists {column} {type_}")
     return t
 
 

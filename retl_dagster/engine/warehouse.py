@@ -1,7 +1,8 @@
 """Warehouse access: one small surface the diff, state and load stages share.
 
-DuckDB is the default (a file). The engine talks to it through `Warehouse` so a SQLAlchemy
-warehouse can slot in behind the same methods.
+DuckDB is the default (a file). `RETL_WAREHOUSE=postgresql+psycopg://...` runs the same SQL in
+PostgreSQL (`warehouse_postgres.py`). The stages write one SQL that both accept (placeholders
+are `?`); the few places the dialects differ are methods here (`replace_view`, `days_ago`).
 """
 
 from __future__ import annotations
@@ -50,37 +51,77 @@ def _is_lock_error(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
 
 
+def is_url(location: str) -> bool:
+    return "://" in location
+
+
+def safe_location(location: str | None = None) -> str:
+    """The warehouse location fit for messages and logs: a URL's password hidden."""
+    location = location or warehouse_location()
+    if not is_url(location):
+        return location
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(location).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return location.split("://", 1)[0] + "://***"
+
+
 class Warehouse:
     """A DuckDB warehouse file opened for one stage of one run.
+
+    `Warehouse()` opens the one `RETL_WAREHOUSE` names: a URL gives a `PostgresWarehouse`
+    (same methods), so no stage needs to know which it has.
 
     Open it inside a run only: definitions never touch the warehouse, and DuckDB allows a
     single writing process per file.
     """
 
     dialect = "duckdb"
+    default_schema = "main"
+
+    def __new__(
+        cls,
+        location: str | None = None,
+        memory_limit: str | None = None,
+        read_only: bool = False,
+        lock_wait_s: float = 120.0,
+    ) -> Warehouse:
+        # Like pathlib.Path: the base class picks the implementation from the location.
+        if cls is Warehouse and is_url(location or warehouse_location()):
+            from retl_dagster.engine.warehouse_postgres import PostgresWarehouse
+
+            return super().__new__(PostgresWarehouse)
+        return super().__new__(cls)
 
     def __init__(
-        self, location: str | None = None, memory_limit: str | None = None, read_only: bool = False
+        self,
+        location: str | None = None,
+        memory_limit: str | None = None,
+        read_only: bool = False,
+        lock_wait_s: float = 120.0,
     ) -> None:
         self.location = location or warehouse_location()
         self.read_only = read_only
-        if "://" in self.location:
-            raise WarehouseError(
-                f"RETL_WAREHOUSE={self.location!r} is a URL; only DuckDB files are supported "
-                "so far. Fix: point RETL_WAREHOUSE at a .duckdb file"
-            )
+        self.lock_wait_s = lock_wait_s
+        """How long to wait for another process's write lock on the DuckDB file (a sensor
+        polling the warehouse waits briefly and tries again at its next tick)."""
         # DuckDB's hash joins spill to disk past this, which keeps a large diff's memory bounded.
         self.memory_limit = memory_limit or os.environ.get("RETL_DUCKDB_MEMORY_LIMIT", "2GB")
         self._con: duckdb.DuckDBPyConnection | None = None
 
     # -- connection -----------------------------------------------------------------------
-    @tenacity.retry(
-        retry=tenacity.retry_if_exception(_is_lock_error),
-        wait=tenacity.wait_exponential_jitter(initial=0.2, max=5),
-        stop=tenacity.stop_after_delay(120),
-        reraise=True,
-    )
     def _connect(self) -> duckdb.DuckDBPyConnection:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_is_lock_error),
+            wait=tenacity.wait_exponential_jitter(initial=0.2, max=5),
+            stop=tenacity.stop_after_delay(self.lock_wait_s),
+            reraise=True,
+        )
+        return retrying(self._connect_once)
+
+    def _connect_once(self) -> duckdb.DuckDBPyConnection:
         if not self.read_only:
             Path(self.location).parent.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(self.location, read_only=self.read_only)
@@ -106,6 +147,25 @@ class Warehouse:
         if self._con is None:
             self._con = self._connect()
         return self._con
+
+    def open(self) -> None:
+        """Connect now (to learn early whether the warehouse is reachable)."""
+        self.con  # noqa: B018
+
+    # -- dialect --------------------------------------------------------------------------
+    @staticmethod
+    def days_ago(days: int) -> str:
+        """SQL for the instant `days` days before now (both dialects)."""
+        return f"(now() - interval '1 day' * {int(days)})"
+
+    def replace_view(self, name: str, select_sql: str) -> None:
+        self.execute(f"create or replace view {name} as {select_sql}")
+
+    @contextmanager
+    def ddl_lock(self) -> Iterator[None]:
+        """Serialises schema changes between runs: a no-op for DuckDB, whose file has a
+        single writer anyway."""
+        yield
 
     # -- statements -----------------------------------------------------------------------
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
@@ -152,7 +212,9 @@ class Warehouse:
 
     def relation_exists(self, relation: str) -> bool:
         parts = relation.replace('"', "").split(".")
-        schema, table = (parts[-2], parts[-1]) if len(parts) > 1 else ("main", parts[0])
+        schema, table = (
+            (parts[-2], parts[-1]) if len(parts) > 1 else (self.default_schema, parts[0])
+        )
         row = self.fetchone(
             "select count(*) from information_schema.tables "
             "where table_schema = ? and table_name = ?",

@@ -11,8 +11,7 @@ import pytest
 from retl_dagster.components.references import remote_property_errors
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.hubspot import FakeHubSpot
-from retl_dagster_tests.harness import defs_from_yaml
-from retl_dagster_tests.test_sync_e2e import sql
+from retl_dagster_tests.harness import defs_from_yaml, sql
 
 TOKEN = "pat-na1-fake-token"
 

@@ -13,8 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from retl_dagster.runner import run_sync
-from retl_dagster_tests.harness import defs_from_yaml
-from retl_dagster_tests.test_sync_e2e import sql
+from retl_dagster_tests.harness import defs_from_yaml, sql
 
 PG_URL = os.environ.get("RETL_TEST_PG_URL")
 if not PG_URL and os.environ.get("CI"):

@@ -12,8 +12,7 @@ from retl_dagster.components.references import remote_property_errors
 from retl_dagster.destinations import Batch, Record, build_destination
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.salesforce import FakeSalesforce
-from retl_dagster_tests.harness import defs_from_yaml
-from retl_dagster_tests.test_sync_e2e import sql
+from retl_dagster_tests.harness import defs_from_yaml, sql
 
 
 @pytest.fixture

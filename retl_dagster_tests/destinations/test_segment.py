@@ -10,8 +10,7 @@ import pytest
 
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.segment import FakeSegment
-from retl_dagster_tests.harness import defs_from_yaml
-from retl_dagster_tests.test_sync_e2e import sql
+from retl_dagster_tests.harness import defs_from_yaml, sql
 
 KEY = "wk_fake"
 

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from retl_dagster.engine.models import DBT_EXECUTABLE, DBT_PROJECT_DIR
+from retl_dagster.engine.models import DBT_EXECUTABLE, DBT_PROJECT_DIR, dbt_target
 from retl_dagster.engine.warehouse import warehouse_location
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -28,12 +28,14 @@ class _Translator(DagsterDbtTranslator):
     pool="retl_warehouse",
 )
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """`dbt build` of the selected models; the profile reads RETL_WAREHOUSE."""
+    """`dbt build` of the selected models into the warehouse RETL_WAREHOUSE names: target `dev`
+    (DuckDB) or `pg` (PostgreSQL)."""
     # dbt writes where retl reads, even when only RETL_DATA_DIR was set.
-    os.environ.setdefault("RETL_WAREHOUSE", warehouse_location())
-    if "://" not in warehouse_location():
+    target, env = dbt_target()
+    os.environ.update(env)
+    if target == "dev":
         Path(warehouse_location()).parent.mkdir(parents=True, exist_ok=True)  # dbt-duckdb won't
-    yield from dbt.cli(["build"], context=context).stream()
+    yield from dbt.cli(["build", "--target", target], context=context).stream()
 
 
 @dg.definitions
