@@ -182,11 +182,6 @@ def test_purchases_become_hashed_server_events_then_only_new_rows(
     assert second.summary["succeeded"] == 5 and len(meta.events) == 55
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.summarize() does not carry identified/matched/match_rate from "
-    "_retl.sync_runs, so `retl runs` cannot show them (engine, outside this destination)",
-)
 def test_retl_runs_summary_line_shows_identified_rows(
     meta: FakeMetaConversions, instance: dg.DagsterInstance, warehouse_path: Path
 ) -> None:
