@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from retl_dagster.engine.models import DBT_EXECUTABLE, DBT_MANIFEST, DBT_PROJECT
 
 
 def ensure_dbt_manifest() -> None:
-    """`dbt parse` once if the manifest is missing (a fresh clone); it never opens the warehouse."""
-    if DBT_MANIFEST.exists():
+    """`dbt parse` if the manifest is missing (a fresh clone), and on every load under
+    `dagster dev` so edited models show up; it never opens the warehouse."""
+    if DBT_MANIFEST.exists() and not os.environ.get("DAGSTER_IS_DEV_CLI"):
         return
     subprocess.run(
         [

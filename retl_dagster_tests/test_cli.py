@@ -233,3 +233,169 @@ def test_the_ui_shows_a_syncs_counts(project_env: dict[str, str], tmp_path: Path
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+LAUNCH = """
+mutation ($repo: RepositorySelector!, $partitions: String!, $key: String!,
+          $params: ExecutionParams!) {
+  addDynamicPartition(repositorySelector: $repo, partitionsDefName: $partitions,
+                      partitionKey: $key) {
+    __typename ... on PythonError { message }
+  }
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def test_a_sync_started_from_outside_dagster_over_graphql(
+    project_env: dict[str, str], tmp_path: Path
+) -> None:
+    """What an Airflow task or a dbt Cloud webhook does (README: Starting a sync from outside):
+    two GraphQL calls to a running `dagster dev` (webserver + daemon, queued runs) add the run's
+    partition and launch the sync job; the daemon runs it and `_retl.sync_runs` records it."""
+    from retl_dagster.cli import INSTANCE_YAML
+
+    home = tmp_path / "home"  # its own instance: the daemon's sensors see no older events
+    home.mkdir()
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    env = {**project_env, "DAGSTER_HOME": str(home)}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [str(BIN / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml")]
+        + ["-h", "127.0.0.1", "-p", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # `dagster dev` has children: stop them all
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/graphql"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(url.replace("/graphql", "/server_info"), timeout=2).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "dagster dev did not start"
+            time.sleep(1)
+        loaded = ""
+        while loaded != "LOADED":  # the webserver answers before the code location loaded
+            assert time.monotonic() < deadline, f"code location {loaded}"
+            time.sleep(1)
+            entries = httpx.post(
+                url,
+                json={
+                    "query": "{ workspaceOrError { ... on Workspace { locationEntries "
+                    "{ name loadStatus } } } }"
+                },
+                timeout=30,
+            ).json()["data"]["workspaceOrError"]["locationEntries"]
+            loaded = next((e["loadStatus"] for e in entries if e["name"] == "retl_dagster"), "")
+        key = "20261124T090000Z-0a1b2c"
+        repo = {"repositoryLocationName": "retl_dagster", "repositoryName": "__repository__"}
+        params = {
+            "selector": {**repo, "pipelineName": "sync_demo_pro_users"},
+            "executionMetadata": {
+                "tags": [
+                    {"key": "dagster/partition", "value": key},
+                    {"key": "retl/trigger", "value": "airflow"},
+                ]
+            },
+        }
+        answer = httpx.post(
+            url,
+            json={
+                "query": LAUNCH,
+                "variables": {
+                    "repo": repo,
+                    "partitions": "retl_demo_pro_users_runs",
+                    "key": key,
+                    "params": params,
+                },
+            },
+            timeout=60,
+        ).json()
+        data = answer["data"]
+        assert data["addDynamicPartition"]["__typename"] == "AddDynamicPartitionSuccess", answer
+        assert data["launchPipelineExecution"]["__typename"] == "LaunchRunSuccess", answer
+        run_id = data["launchPipelineExecution"]["run"]["runId"]
+        status = ""
+        while status not in ("SUCCESS", "FAILURE", "CANCELED"):
+            assert time.monotonic() < deadline + 120, f"run {run_id} still {status}"
+            time.sleep(2)
+            status = httpx.post(
+                url,
+                json={
+                    "query": "query ($id: ID!) { runOrError(runId: $id) "
+                    "{ ... on Run { status } } }",
+                    "variables": {"id": run_id},
+                },
+                timeout=30,
+            ).json()["data"]["runOrError"]["status"]
+        assert status == "SUCCESS"
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+    runs = json.loads(run([str(BIN / "retl"), "runs", "demo_pro_users", "--json"], env).stdout)
+    mine = [r for r in runs if r["run_id"] == key]
+    assert mine and mine[0]["status"] in ("succeeded", "partial")
+    assert mine[0]["dagster_run_id"] == run_id
+
+
+def test_the_demo_on_a_postgresql_warehouse(tmp_path: Path) -> None:
+    """RETL_WAREHOUSE=postgresql+psycopg://...: dbt builds the models in PostgreSQL (target
+    `pg`) through Dagster, and `retl sync` diffs and keeps its state there."""
+    from retl_dagster_tests.harness import PG_URL, libpq_url, sql
+
+    if not PG_URL:
+        pytest.skip("no PostgreSQL: run .ci/start_postgres.sh and export RETL_TEST_PG_URL")
+    import psycopg
+
+    name = f"retl_demo_{os.getpid()}"
+    with psycopg.connect(libpq_url(PG_URL), autocommit=True) as admin:
+        admin.execute(f"drop database if exists {name} with (force)")
+        admin.execute(f"create database {name}")
+    url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    env = {
+        **os.environ,
+        "RETL_DATA_DIR": str(tmp_path / "data"),
+        "RETL_WAREHOUSE": url,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+    }
+    (tmp_path / "home").mkdir()
+    built = subprocess.run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "retl_dagster.definitions"]
+        + ["--select", "group:dbt_models"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert ":retl@" not in built.stdout + built.stderr  # the URL's password is not printed
+    first = run([str(BIN / "retl"), "sync", "demo_users_to_file", "--json"], env)
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    [(active,)] = sql(url, "select count(*) from main.users")
+    assert (out["rows_queried"], out["added"], out["succeeded"]) == (active, active, active)
+    [(state,)] = sql(url, "select count(*) from _retl.demo_users_to_file__state")
+    assert state == active
+    sql(
+        url,
+        "update main.users set plan = 'enterprise' where user_id in (select user_id from "
+        "main.users where plan <> 'enterprise' order by user_id limit 2)",
+    )
+    second = json.loads(
+        run([str(BIN / "retl"), "sync", "demo_users_to_file", "--json"], env).stdout
+    )
+    assert (second["added"], second["changed"], second["removed"]) == (0, 2, 0)
+    with psycopg.connect(libpq_url(PG_URL), autocommit=True) as admin:
+        admin.execute(f"drop database if exists {name} with (force)")

@@ -11,9 +11,10 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from retl_dagster.engine.models import DBT_EXECUTABLE, DBT_PROJECT_DIR, dbt_target
 from retl_dagster.engine.warehouse import warehouse_location
 
+# definitions.py makes sure the manifest exists (and re-parses under `dagster dev`) with the
+# venv's dbt: DbtProject.prepare_if_dev() would look for `dbt` on PATH, which an unactivated
+# venv does not put there.
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-# Under `dagster dev` this re-parses on load; elsewhere definitions.py makes sure a manifest exists.
-dbt_project.prepare_if_dev()
 
 
 class _Translator(DagsterDbtTranslator):
