@@ -418,7 +418,9 @@ def status(as_json: bool) -> None:
                     if cfg.schedule
                     else "manual"
                 )
-                + (" + on model update" if cfg.run_on_model_update else ""),
+                + (" + on model update" if cfg.run_on_model_update else "")
+                + (" + on table change" if cfg.run_on_table_change else "")
+                + (f" + after {', '.join(cfg.after)}" if cfg.after else ""),
                 "last_run": last,
             }
         )
