@@ -18,6 +18,7 @@ from retl_dagster.destinations.braze import BrazeDestination
 from retl_dagster.destinations.facebook import FacebookConversionsDestination
 from retl_dagster.destinations.file import FileDestination
 from retl_dagster.destinations.google_ads import GoogleAdsDestination
+from retl_dagster.destinations.google_sheets import GoogleSheetsDestination
 from retl_dagster.destinations.hubspot import HubSpotDestination
 from retl_dagster.destinations.mixpanel import MixpanelDestination
 from retl_dagster.destinations.postgres import PostgresDestination
@@ -36,6 +37,7 @@ DESTINATION_TYPES: dict[str, type[Destination]] = {
         MixpanelDestination,
         BrazeDestination,
         SalesforceDestination,
+        GoogleSheetsDestination,
         FacebookConversionsDestination,
         GoogleAdsDestination,
     )
