@@ -18,7 +18,13 @@ import pyarrow as pa
 from retl_dagster.destinations.base import Batch, BatchResult, Destination
 from retl_dagster.engine.config import FieldMapping, SyncConfig
 from retl_dagster.engine.mapping import Mapper
-from retl_dagster.engine.state import RECORD_RESULTS, SyncTables, ensure_state_schema
+from retl_dagster.engine.state import (
+    RECORD_RESULTS,
+    StateTypes,
+    SyncTables,
+    ensure_state_schema,
+    state_types,
+)
 from retl_dagster.engine.warehouse import Warehouse, quote_ident
 
 MAX_REJECTED_SAMPLES = 10
@@ -67,15 +73,18 @@ _RESULT_SCHEMA = pa.schema(
 )
 
 
-def _commit(wh: Warehouse, t: SyncTables, sync: str, run_id: str, rows: pa.Table) -> None:
-    """Apply one batch's outcome to state, pending and the record log, atomically."""
+def _commit(
+    wh: Warehouse, t: SyncTables, st: StateTypes, sync: str, run_id: str, rows: pa.Table
+) -> None:
+    """Apply batches' outcomes to state, pending and the record log, atomically."""
     view = "_retl_batch_results"
     wh.register_arrow(view, rows)
     try:
         with wh.transaction():
             wh.execute(
                 f"""insert into {t.state}
-                select _retl_key, _retl_hash, _retl_match, _retl_dest_id, now(), now(), ?
+                select cast(_retl_key as {st.key}), cast(_retl_hash as {st.hash}), _retl_match,
+                    _retl_dest_id, now(), now(), ?
                 from {view} where status = 'succeeded' and op in ('added', 'changed')
                 on conflict (_retl_key) do update set _retl_hash = excluded._retl_hash,
                     _retl_match = excluded._retl_match,
@@ -84,8 +93,8 @@ def _commit(wh: Warehouse, t: SyncTables, sync: str, run_id: str, rows: pa.Table
                 [run_id],
             )
             wh.execute(
-                f"delete from {t.state} where _retl_key in (select _retl_key from {view} "
-                "where status = 'succeeded' and op = 'removed')"
+                f"delete from {t.state} where _retl_key in (select cast(_retl_key as {st.key}) "
+                f"from {view} where status = 'succeeded' and op = 'removed')"
             )
             wh.execute(
                 f"delete from {t.pending} where _retl_key in "
@@ -146,22 +155,27 @@ def mapper_for(config: SyncConfig, destination: Destination | None) -> Mapper:
     )
 
 
-def _skip(wh: Warehouse, t: SyncTables, sync: str, run_id: str, op: str) -> int:
+def _skip(wh: Warehouse, t: SyncTables, st: StateTypes, sync: str, run_id: str, op: str) -> int:
     """Settle rows of `op` that the sync's mode or delete behaviour sends nowhere, in SQL
     (however many, none passes through Python): a removed row is forgotten; a changed row in
     insert or events mode is remembered with its new hash, so it is not offered again."""
     rows = f"select _retl_key from {t.diff} where _retl_run_id = ? and _retl_op = '{op}'"
+    state_keys = (
+        f"select cast(_retl_key as {st.key}) from {t.diff} "
+        f"where _retl_run_id = ? and _retl_op = '{op}'"
+    )
     row = wh.fetchone(f"select count(*) from ({rows}) as r", [run_id])
     n = int(row[0]) if row else 0
     if not n:
         return 0
     with wh.transaction():
         if op == "removed":
-            wh.execute(f"delete from {t.state} where _retl_key in ({rows})", [run_id])
+            wh.execute(f"delete from {t.state} where _retl_key in ({state_keys})", [run_id])
         else:
             wh.execute(
                 f"""insert into {t.state}
-                select _retl_key, _retl_hash, _retl_match, _retl_dest_id, now(), now(), ?
+                select cast(_retl_key as {st.key}), cast(_retl_hash as {st.hash}), _retl_match,
+                    _retl_dest_id, now(), now(), ?
                 from {t.diff} where _retl_run_id = ? and _retl_op = '{op}'
                 on conflict (_retl_key) do update set _retl_hash = excluded._retl_hash,
                     last_run_id = excluded.last_run_id""",
@@ -199,6 +213,7 @@ def load(
     """Deliver run `run_id`'s diff to `destination`. `salt`: a replay's, for fresh batch ids."""
     started = time.monotonic()
     t = ensure_state_schema(wh, config.name)
+    st = state_types(wh, t)
     result = LoadResult()
     row = wh.fetchone(f"select count(*) from {t.diff} where _retl_run_id = ?", [run_id])
     result.planned = int(row[0]) if row else 0
@@ -206,7 +221,7 @@ def load(
     send = ops_to_send(config)
     for op in OPS:
         if op not in send:
-            result.skipped[op] = _skip(wh, t, config.name, run_id, op)
+            result.skipped[op] = _skip(wh, t, st, config.name, run_id, op)
     op_filter = "and _retl_op in (" + ", ".join(f"'{op}'" for op in send) + ")"
 
     mapper = mapper_for(config, destination)
@@ -263,6 +278,7 @@ def load(
         _commit(
             wh,
             t,
+            st,
             config.name,
             run_id,
             pa.table(

@@ -12,7 +12,7 @@ from retl_dagster.engine import diff as diff_stage
 from retl_dagster.engine.config import ConfigError, SyncConfig
 from retl_dagster.engine.delivery import OPS, mapper_for, ops_to_send, prepare_destination
 from retl_dagster.engine.state import SyncTables, ensure_state_schema
-from retl_dagster.engine.warehouse import Warehouse, quote_ident
+from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse, quote_ident
 
 
 @dataclass
@@ -91,12 +91,19 @@ def send_one_row(
     cols = ", ".join(f"m.{quote_ident(c)}" for c in config.source_columns())
     match = f"cast(m.{quote_ident(config.match.column)} as varchar)" if config.match else "null"
     key_sql = f"cast(m.{pk} as varchar)"
+    # What an earlier run learnt about the record (its destination id), once a diff made state.
+    state = (
+        f"(select cast(_retl_key as varchar) as _retl_key, _retl_match, _retl_dest_id "
+        f"from {t.state})"
+        if wh.relation_exists(f"{STATE_SCHEMA}.{config.name}__state")
+        else "(select null as _retl_key, null as _retl_match, null as _retl_dest_id)"
+    )
     rows = _records(
         wh,
         config,
         f"select ? as _retl_op, {key_sql} as _retl_key, "
         f"coalesce({match}, s._retl_match) as _retl_match, s._retl_dest_id, {cols} "
-        f"from ({model_sql}) as m left join {t.state} as s on s._retl_key = {key_sql} "
+        f"from ({model_sql}) as m left join {state} as s on s._retl_key = {key_sql} "
         f"where {key_sql} = ?",
         [as_op, key],
         destination=destination,

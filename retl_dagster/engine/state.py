@@ -38,21 +38,33 @@ class SyncTables:
         return f"{STATE_SCHEMA}.{quote_ident(self.sync + '__pending')}"
 
 
-def ensure_state_schema(wh: Warehouse, sync: str) -> SyncTables:
-    """Create the `_retl` tables this sync needs (idempotent)."""
+@dataclass(frozen=True)
+class StateTypes:
+    """Column types of a sync's state: its key takes the model's primary-key type and its hash
+    the warehouse's row-hash type, because the diff joins the whole model with the state and a
+    join on native values costs about half of one on text (BENCHMARKS.md)."""
+
+    key: str
+    hash: str
+
+
+def ensure_state_schema(wh: Warehouse, sync: str, key_type: str | None = None) -> SyncTables:
+    """Create the `_retl` tables this sync needs (idempotent). The state table is made by the
+    first diff, which knows the primary key's type (`key_type`)."""
     t = SyncTables(sync)
     with wh.ddl_lock():
         wh.execute(f"create schema if not exists {STATE_SCHEMA}")
-        wh.execute(
-            f"""create table if not exists {t.state} (
-                _retl_key varchar primary key,
-                _retl_hash varchar not null,
-                _retl_match varchar,
-                _retl_dest_id varchar,
-                first_synced_at timestamptz not null,
-                last_synced_at timestamptz not null,
-                last_run_id varchar not null)"""
-        )
+        if key_type is not None:
+            wh.execute(
+                f"""create table if not exists {t.state} (
+                    _retl_key {key_type} primary key,
+                    _retl_hash {wh.hash_type} not null,
+                    _retl_match varchar,
+                    _retl_dest_id varchar,
+                    first_synced_at timestamptz not null,
+                    last_synced_at timestamptz not null,
+                    last_run_id varchar not null)"""
+            )
         wh.execute(
             f"""create table if not exists {t.pending} (
                 _retl_key varchar primary key,
@@ -92,8 +104,6 @@ def ensure_state_schema(wh: Warehouse, sync: str) -> SyncTables:
         )
         # Tables made by an older retl-dagster gain the columns added since.
         for table, column, type_ in (
-            (t.state, "_retl_match", "varchar"),
-            (t.state, "_retl_dest_id", "varchar"),
             (t.pending, "_retl_hash", "varchar"),
             (t.pending, "expired", "boolean default false"),
             (SYNC_RUNS, "identified", "bigint"),
@@ -104,10 +114,18 @@ def ensure_state_schema(wh: Warehouse, sync: str) -> SyncTables:
     return t
 
 
+def state_types(wh: Warehouse, t: SyncTables) -> StateTypes:
+    """The state's key and hash types as its table has them (older tables: text)."""
+    types = dict(wh.columns_of(f"select _retl_key, _retl_hash from {t.state}"))
+    return StateTypes(types["_retl_key"], types["_retl_hash"])
+
+
 def reset(wh: Warehouse, sync: str) -> int:
     """Forget what was delivered: the next run sends every row as added. Returns the number of
     records forgotten. Diffs and logs of past runs stay (for replays and history)."""
     t = ensure_state_schema(wh, sync)
+    if not wh.relation_exists(f"{STATE_SCHEMA}.{sync}__state"):
+        return 0  # never diffed: nothing to forget
     row = wh.fetchone(f"select count(*) from {t.state}")
     with wh.transaction():
         wh.execute(f"delete from {t.state}")

@@ -80,6 +80,8 @@ class Warehouse:
 
     dialect = "duckdb"
     default_schema = "main"
+    hash_type = "ubigint"
+    """The type of a row hash (diff.row_hash_sql) as the state keeps it."""
 
     def __new__(
         cls,

@@ -103,6 +103,7 @@ class PostgresWarehouse(Warehouse):
 
     dialect = "postgresql"
     default_schema = "public"
+    hash_type = "varchar"  # md5 text (diff.row_hash_sql)
 
     def __init__(
         self,

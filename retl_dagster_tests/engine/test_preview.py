@@ -15,7 +15,7 @@ from retl_dagster.runner import run_sync
 from retl_dagster_tests.conftest import WEBHOOK_SECRET
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
 from retl_dagster_tests.harness import BOTH_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml
-from retl_dagster_tests.test_sync_e2e import SYNC, make_customers, sql
+from retl_dagster_tests.test_sync_e2e import SYNC, make_customers, sql, state_rows
 
 WAREHOUSES = BOTH_WAREHOUSES
 
@@ -85,7 +85,7 @@ def test_test_row_sends_one_row_and_leaves_state_alone(
     assert answer.rejected == {} and rejected.rejected == {"3": "no pro plans here"}
     assert [r["id"] for r in receiver.delivered()] == ["2", "3"]
     assert len(dest.client.exchanges) == 2  # type: ignore[attr-defined]
-    assert sql(warehouse_path, "select count(*) from _retl.customers_hook__state") == [(0,)]
+    assert state_rows(warehouse_path) == 0
 
 
 def test_redaction_hides_env_secrets(monkeypatch) -> None:  # type: ignore[no-untyped-def]
