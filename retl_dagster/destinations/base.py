@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -14,9 +15,10 @@ import pydantic
 Op = Literal["added", "changed", "removed", "event"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Record:
-    """One row to deliver. A `removed` record carries only its key."""
+    """One row to deliver. A `removed` record carries only its key. (Slots, not frozen: a load
+    builds one per row, and a frozen dataclass's __init__ costs twice as much.)"""
 
     op: Op
     key: str
@@ -25,6 +27,8 @@ class Record:
     """Value of the sync's `match.column` (for a removed record: the one last synced)."""
     dest_id: str | None = None
     """The destination's own id for this record, as it answered on an earlier run."""
+    hash: str | None = None
+    """The diff's hash of the record's mapped values (and mapping), where it came from a diff."""
 
 
 @dataclass(frozen=True)
@@ -39,14 +43,15 @@ class Batch:
     salt: str = ""
     """Set by a replay, so its batches get new ids and are not dropped as duplicates."""
 
-    @property
+    @functools.cached_property
     def batch_id(self) -> str:
         """Stable for the same records, across retries and across runs that resend them after
-        a crash, so a destination that honours idempotency keys drops the duplicate."""
+        a crash, so a destination that honours idempotency keys drops the duplicate. A record
+        from a diff is named by its hash (which covers its values); others by their fields."""
         h = hashlib.sha256(f"{self.sync}\x1f{self.salt}".encode())
         for r in self.records:
-            h.update(f"\x1f{r.op}\x1e{r.key}\x1e".encode())
-            h.update(repr(sorted(r.fields.items())).encode())
+            content = r.hash if r.hash is not None else repr(sorted(r.fields.items()))
+            h.update(f"\x1f{r.op}\x1e{r.key}\x1e{content}".encode())
         return h.hexdigest()[:32]
 
 
@@ -121,6 +126,9 @@ class Destination(ABC):
     requires_object: ClassVar[bool] = False
     requires_match: ClassVar[frozenset[str]] = frozenset()
     """Modes in which the sync must declare `match`."""
+    max_concurrency: ClassVar[int] = 1
+    """Batches this client may have in flight at once: above 1 only where `deliver` is safe
+    to call from several threads (an httpx client and a thread-safe rate limiter)."""
     reports_match: ClassVar[bool] = False
     """Audience and conversion destinations: runs show identified rows and the match rate."""
 
@@ -209,6 +217,8 @@ class Destination(ABC):
         self.config = config
         # Every destination's config may set batch_size (within max_batch_size).
         self.batch_size: int = getattr(config, "batch_size", None) or self.max_batch_size
+        # A config may set concurrency (within max_concurrency).
+        self.concurrency: int = min(getattr(config, "concurrency", 1) or 1, self.max_concurrency)
 
     def prepare(  # noqa: B027 - optional hook
         self,

@@ -9,8 +9,10 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 # Decimals with more significant digits than a float carries go out as strings, not rounded.
-_FLOAT_SAFE_DIGITS = 15
+FLOAT_SAFE_DIGITS = 15
 
 
 def to_json_value(value: Any) -> Any:
@@ -26,7 +28,7 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         if not value.is_finite():
             return None
-        if len(value.as_tuple().digits) <= _FLOAT_SAFE_DIGITS:
+        if len(value.as_tuple().digits) <= FLOAT_SAFE_DIGITS:
             return int(value) if value == value.to_integral_value() else float(value)
         return str(value)
     if isinstance(value, dt.datetime):
@@ -47,3 +49,12 @@ def to_json_value(value: Any) -> Any:
             return {str(k): to_json_value(v) for k, v in value}
         return [to_json_value(v) for v in value]
     return str(value)
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON bytes of JSON-ready values (to_json_value's output), for request bodies.
+
+    orjson: several times faster than the standard library on the hot path (a webhook batch
+    is serialised once per request), and it writes UTF-8 rather than \\u escapes.
+    """
+    return orjson.dumps(value)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from retl_dagster.destinations.base import Batch, BatchResult, Destination
+from retl_dagster.destinations.base import Batch, BatchResult, Destination, Record
 from retl_dagster.engine.config import FieldMapping, SyncConfig
 from retl_dagster.engine.mapping import Mapper
 from retl_dagster.engine.state import (
@@ -28,6 +30,11 @@ from retl_dagster.engine.state import (
 from retl_dagster.engine.warehouse import Warehouse, quote_ident
 
 MAX_REJECTED_SAMPLES = 10
+READ_ROWS = 10_000
+"""Rows read from the warehouse and mapped at a time (Python holds this many, mapped)."""
+COMMIT_EVERY_S = 0.25
+COMMIT_EVERY_RECORDS = 20_000
+"""Acknowledged batches are committed together at most this far apart (see load)."""
 OPS = ("added", "changed", "removed")
 
 Progress = Callable[[int, int], None]
@@ -201,6 +208,34 @@ def ops_to_send(config: SyncConfig) -> list[str]:
     return ops
 
 
+def _text(column: pa.Array) -> pa.Array:
+    return column if column.type == pa.string() else column.cast(pa.string())
+
+
+def _deliver(destination: Destination, batch: Batch) -> BatchResult:
+    """One batch's answer; an answer we cannot read proves nothing was acknowledged: every
+    record is rejected with it, and the run goes on."""
+    try:
+        return destination.deliver(batch)
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
+        body = getattr(exc, "doc", "")[:500]
+        reason = f"malformed answer from the destination ({type(exc).__name__}: {exc})"
+        return BatchResult(
+            rejected=dict.fromkeys(
+                (r.key for r in batch.records), reason + (f": {body}" if body else "")
+            )
+        )
+
+
+@dataclass
+class _Sent:
+    """A batch handed to the destination, waiting for its answer."""
+
+    answer: Future[BatchResult]
+    rb: pa.RecordBatch
+    records: list[Record]
+
+
 def load(
     wh: Warehouse,
     config: SyncConfig,
@@ -210,7 +245,15 @@ def load(
     progress: Progress | None = None,
     salt: str = "",
 ) -> LoadResult:
-    """Deliver run `run_id`'s diff to `destination`. `salt`: a replay's, for fresh batch ids."""
+    """Deliver run `run_id`'s diff to `destination`. `salt`: a replay's, for fresh batch ids.
+
+    Up to `destination.concurrency` batches are in flight at once (threads: the clients block
+    on the network, which frees the GIL, and mapping the next batch overlaps their waits).
+    Acknowledged outcomes are committed together at most every COMMIT_EVERY_S seconds (or
+    COMMIT_EVERY_RECORDS records): one warehouse transaction per batch would cost more than
+    the batch. A crash loses at most those uncommitted acknowledgements, which the next run
+    resends (with the same batch ids, so a destination that honours them drops them).
+    """
     started = time.monotonic()
     t = ensure_state_schema(wh, config.name)
     st = state_types(wh, t)
@@ -232,73 +275,112 @@ def load(
     done = sum(result.skipped.values())
     if progress:
         progress(done, result.planned)
-    for rb in wh.stream(
-        f"select _retl_op, _retl_key, _retl_hash, _retl_match, _retl_dest_id, {cols} "
-        f"from {t.diff} "
-        f"where _retl_run_id = ? {op_filter}",
-        [run_id],
-        batch_size=batch_size,
-    ):
-        rows = rb.to_pylist()
-        records = [mapper.record(r["_retl_op"], r["_retl_key"], r) for r in rows]
-        batch = Batch(config.name, run_id, config.mode, config.object, records, match_field, salt)
-        try:
-            answer = destination.deliver(batch)
-        except (json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
-            # An answer we cannot read proves nothing was acknowledged: reject, never crash.
-            body = getattr(exc, "doc", "")[:500]
-            reason = f"malformed answer from the destination ({type(exc).__name__}: {exc})"
-            answer = BatchResult(
-                rejected=dict.fromkeys(
-                    (r.key for r in records), reason + (f": {body}" if body else "")
-                )
-            )
+
+    unsaved: list[pa.Table] = []
+    unsaved_records = 0
+    last_commit = time.monotonic()
+
+    def commit() -> None:
+        nonlocal unsaved_records, last_commit
+        if unsaved:
+            _commit(wh, t, st, config.name, run_id, pa.concat_tables(unsaved))
+            unsaved.clear()
+        unsaved_records = 0
+        last_commit = time.monotonic()
+
+    def settle(sent: _Sent) -> None:
+        nonlocal done, unsaved_records
+        answer = sent.answer.result()
         result.batches += 1
         if destination.reports_match:
             result.identified = (result.identified or 0) + (answer.identified or 0)
             if answer.matched is not None:
                 result.matched = (result.matched or 0) + answer.matched
         statuses, errors = [], []
-        for r, rec in zip(rows, records, strict=True):
-            err = answer.rejected.get(r["_retl_key"])
+        ops = sent.rb.column("_retl_op").to_pylist()
+        for op, rec in zip(ops, sent.records, strict=True):
+            err = answer.rejected.get(rec.key)
             statuses.append("rejected" if err is not None else "succeeded")
             errors.append(err)
             bucket = result.rejected if err is not None else result.succeeded
-            bucket[r["_retl_op"]] += 1
+            bucket[op] += 1
             if err is not None and len(result.rejected_samples) < MAX_REJECTED_SAMPLES:
                 result.rejected_samples.append(
                     {
                         "id": rec.key,
-                        "op": r["_retl_op"],
+                        "op": op,
                         "error": err,
                         "payload": rec.fields,
                         "action": recommended_action(config, err),
                     }
                 )
-        _commit(
-            wh,
-            t,
-            st,
-            config.name,
-            run_id,
+        rb = sent.rb
+        unsaved.append(
             pa.table(
                 {
-                    "_retl_key": rb.column("_retl_key").cast(pa.string()),
-                    "op": rb.column("_retl_op").cast(pa.string()),
-                    "_retl_hash": rb.column("_retl_hash").cast(pa.string()),
-                    "_retl_match": rb.column("_retl_match").cast(pa.string()),
+                    "_retl_key": _text(rb.column("_retl_key")),
+                    "op": _text(rb.column("_retl_op")),
+                    "_retl_hash": _text(rb.column("_retl_hash")),
+                    "_retl_match": _text(rb.column("_retl_match")),
                     "_retl_dest_id": [
-                        answer.dest_ids.get(r["_retl_key"], r["_retl_dest_id"]) for r in rows
-                    ],
+                        answer.dest_ids.get(rec.key, rec.dest_id) for rec in sent.records
+                    ]
+                    if answer.dest_ids
+                    else _text(rb.column("_retl_dest_id")),
                     "status": statuses,
                     "error": errors,
                 },
                 schema=_RESULT_SCHEMA,
-            ),
+            )
         )
-        done += len(rows)
+        unsaved_records += len(sent.records)
+        if (
+            unsaved_records >= COMMIT_EVERY_RECORDS
+            or time.monotonic() - last_commit >= COMMIT_EVERY_S
+        ):
+            commit()
+        done += len(sent.records)
         if progress:
             progress(done, result.planned)
+
+    in_flight: deque[_Sent] = deque()
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=destination.concurrency) as pool:
+        try:
+            # Read and map many destination batches at a time (fewer warehouse round trips,
+            # column-wise mapping), then hand them out one destination batch each.
+            per_read = batch_size * max(1, READ_ROWS // batch_size)
+            for read in wh.stream(
+                f"select _retl_op, _retl_key, _retl_hash, _retl_match, _retl_dest_id, {cols} "
+                f"from {t.diff} "
+                f"where _retl_run_id = ? {op_filter}",
+                [run_id],
+                batch_size=per_read,
+            ):
+                mapped = mapper.records(read)
+                for start in range(0, read.num_rows, batch_size):
+                    rb = read.slice(start, batch_size)
+                    records = mapped[start : start + batch_size]
+                    batch = Batch(
+                        config.name, run_id, config.mode, config.object, records, match_field, salt
+                    )
+                    answer = pool.submit(_deliver, destination, batch)
+                    in_flight.append(_Sent(answer, rb, records))
+                    while len(in_flight) >= destination.concurrency:
+                        settle(in_flight.popleft())
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after what was acked is kept
+            failure = exc
+        # Batches already sent are answered and their acknowledgements kept, even when
+        # delivery cannot go on: the next run must not resend what the destination has.
+        while in_flight:
+            sent = in_flight.popleft()
+            try:
+                settle(sent)
+            except BaseException as exc:  # noqa: BLE001
+                failure = failure or exc
+        commit()
+    if failure is not None:
+        raise failure
     if destination.reports_match:
         result.identified = result.identified or 0
         result.match_rate = destination.match_rate()

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Any, ClassVar
 
 from retl_dagster.destinations.base import Batch, BatchResult, Destination
+from retl_dagster.destinations.encoding import dumps
 from retl_dagster.destinations.http import HttpClient, error_text
 from retl_dagster.destinations.webhook.config import WebhookConfig
 
@@ -19,6 +19,7 @@ class WebhookDestination(Destination):
     config_class = WebhookConfig
     modes = frozenset({"insert", "update", "upsert", "mirror", "events"})
     max_batch_size = 10_000
+    max_concurrency = 32  # httpx's Client and pyrate-limiter are thread-safe
 
     def __init__(self, name: str, config: WebhookConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
@@ -37,8 +38,8 @@ class WebhookDestination(Destination):
                 for r in batch.records
             ],
         }
-        # allow_nan=False: NaN/Infinity are not JSON; the mapper encodes them before this.
-        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        # NaN/Infinity are not JSON; the mapper made them null before this.
+        return dumps(payload)
 
     def deliver(self, batch: Batch) -> BatchResult:
         body = self.body(batch)

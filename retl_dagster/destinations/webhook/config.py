@@ -15,3 +15,6 @@ class WebhookConfig(HttpSettings):
     headers: dict[str, str] = {}
     """Extra headers on every request (e.g. an Authorization the receiver expects)."""
     batch_size: int = pydantic.Field(default=100, ge=1, le=10_000)
+    concurrency: int = pydantic.Field(default=4, ge=1, le=32)
+    """Batches in flight at once. Records of one run have distinct keys, so their order
+    across batches does not matter; 1 sends batches strictly one after another."""
