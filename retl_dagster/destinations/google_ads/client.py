@@ -97,6 +97,8 @@ class GoogleAdsDestination(Destination):
     @classmethod
     def check_specific(cls, sync: SyncShape) -> list[Problem]:
         object_ = sync.object or ""
+        allowed: tuple[str, ...]
+        modes: tuple[str, ...]
         if object_ == CLICK_CONVERSIONS:
             allowed, modes = CONVERSION_FIELDS, ("events",)
         elif object_.startswith(CUSTOMER_MATCH) and object_[len(CUSTOMER_MATCH) :].isdigit():
@@ -163,7 +165,7 @@ class GoogleAdsDestination(Destination):
         return action
 
     def _consent(self) -> dict[str, str]:
-        consent = {}
+        consent: dict[str, str] = {}
         if self.config.ad_user_data_consent:
             consent["adUserData"] = self.config.ad_user_data_consent
         if self.config.ad_personalization_consent:
