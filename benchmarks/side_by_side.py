@@ -15,6 +15,7 @@ Parts (`--parts`, default all):
   `dlt sink` (@dlt.destination(batch_size=100) posting each batch with httpx), `engine` (our
   load stage: stream the diff from DuckDB, map, deliver through the webhook destination with its
   concurrency, commit state).
+- growth (not in the default): the engine's load stage alone at each of `--rows`, once each.
 - e2e: a sync of a 1M-row model to the receiver through Dagster in a fresh process (Python and
   Dagster start-up, definitions from the components, a real DagsterInstance, run_sync: the path
   `retl sync` takes), then a second run after 2% churn, and an empty Dagster run for reference.
@@ -440,6 +441,29 @@ def part_delivery(records: int, repeat: int) -> list[str]:
         server.wait()
 
 
+def part_growth(rows: list[int]) -> list[str]:
+    """The engine's load stage (batch 100, concurrency 8) as the diff grows: time and memory."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    server = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "receiver.py"), str(port)])
+    lines = ["| records | seconds | records/s | peak RSS MB |", "|---:|---:|---:|---:|"]
+    try:
+        _wait(port)
+        for n in rows:
+            r = run("engine_load", url, n, 100, 8)
+            emit(
+                lines,
+                f"{n:,}",
+                f"{r['seconds']:.2f}",
+                f"{n / r['seconds']:,.0f}",
+                f"{r['rss_mb']:.0f}",
+            )
+        return lines
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def part_e2e(n: int, repeat: int) -> list[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/hook"
@@ -517,6 +541,8 @@ def main() -> None:
         out += ["", "Diff (2% churn):", ""] + part_diff(a.rows, a.repeat, a.pandas_max)
     if "delivery" in parts:
         out += ["", "Delivery:", ""] + part_delivery(a.records, a.repeat)
+    if "growth" in parts:
+        out += ["", "Delivery growth (engine load, one run each):", ""] + part_growth(a.rows)
     if "e2e" in parts:
         out += ["", f"End to end ({a.e2e_rows:,} rows, webhook batch 100, concurrency 8):", ""]
         out += part_e2e(a.e2e_rows, a.repeat)
