@@ -381,6 +381,8 @@ def test_the_demo_on_a_postgresql_warehouse(tmp_path: Path) -> None:
     )
     assert built.returncode == 0, built.stderr[-3000:]
     assert ":retl@" not in built.stdout + built.stderr  # the URL's password is not printed
+    valid = run([str(BIN / "retl"), "validate"], env)  # reads the model columns, read-only
+    assert valid.returncode == 0 and "2 sync(s) valid" in valid.stdout, valid.stderr
     first = run([str(BIN / "retl"), "sync", "demo_users_to_file", "--json"], env)
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)

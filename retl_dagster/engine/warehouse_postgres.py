@@ -233,7 +233,8 @@ class PostgresWarehouse(Warehouse):
             self._release(conn)
 
     @staticmethod
-    def _types_of(conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]) -> list[Any]:
+    def _pg_types(conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]) -> list[str]:
+        """The PostgreSQL type of each result column (numerics with precision and scale)."""
         oids = [d.type_code for d in cur.description or []]
         if not oids:
             return []
@@ -244,11 +245,15 @@ class PostgresWarehouse(Warehouse):
         )
         out = []
         for d in cur.description or []:
-            pg_type = names.get(d.type_code, "")
+            pg_type = str(names.get(d.type_code, "text"))
             if pg_type == "numeric" and d.precision is not None and d.scale is not None:
                 pg_type = f"numeric({d.precision},{d.scale})"
-            out.append(arrow_type(pg_type))
+            out.append(pg_type)
         return out
+
+    @classmethod
+    def _types_of(cls, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]) -> list[Any]:
+        return [arrow_type(t) for t in cls._pg_types(conn, cur)]
 
     def register_arrow(self, name: str, table: pa.Table | pa.RecordBatch) -> None:
         """A temporary table holding `table`'s rows (COPY), readable by name like DuckDB's
@@ -268,25 +273,14 @@ class PostgresWarehouse(Warehouse):
             self._registered.discard(name)
 
     def columns_of(self, select_sql: str) -> list[tuple[str, str]]:
-        """(name, type) of each column a SELECT returns, from a throwaway temporary view."""
-        view = f"_retl_probe_{secrets.token_hex(4)}"
+        """(name, type) of each column a SELECT returns, from a query that returns no rows
+        (no DDL, so it works on a read-only connection too)."""
         try:
-            with self.pg.transaction():
-                self.pg.execute(
-                    f'create temporary view "{view}" as select * from ({select_sql}) as p limit 0'
-                )
-                rows = self.pg.execute(
-                    "select attname, format_type(atttypid, atttypmod) from pg_attribute "
-                    "where attrelid = %s::regclass and attnum > 0 and not attisdropped "
-                    "order by attnum",
-                    [f'pg_temp."{view}"'],
-                ).fetchall()
-                raise _Rollback
-        except _Rollback:
-            pass
+            cur = self.pg.execute(f"select * from ({select_sql}) as _retl_probe limit 0")
+            types = self._pg_types(self.pg, cur)
         except psycopg.Error as exc:
             raise WarehouseError(str(exc).strip()) from exc
-        return [(str(n), str(t)) for n, t in rows]
+        return [(d.name, t) for d, t in zip(cur.description or [], types, strict=True)]
 
     @contextmanager
     def ddl_lock(self) -> Iterator[None]:
@@ -300,7 +294,3 @@ class PostgresWarehouse(Warehouse):
         with self.transaction():
             self.execute(f"drop view if exists {name}")
             self.execute(f"create view {name} as {select_sql}")
-
-
-class _Rollback(Exception):
-    """Leaves a transaction without keeping what it did."""
