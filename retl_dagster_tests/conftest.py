@@ -1,16 +1,14 @@
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import psycopg
 import pytest
 
 from retl_dagster.definitions import ensure_dbt_manifest
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
-from retl_dagster_tests.harness import PG_URL, libpq_url
+from retl_dagster_tests.harness import PG_URL, fresh_pg_database
 
 WEBHOOK_SECRET = "test-secret-do-not-log"
 
@@ -41,14 +39,9 @@ def warehouse_path(
         return
     if not PG_URL:
         pytest.skip("no PostgreSQL: run .ci/start_postgres.sh and export RETL_TEST_PG_URL")
-    name = f"retl_t_{secrets.token_hex(4)}"
-    with psycopg.connect(libpq_url(PG_URL), autocommit=True) as admin:
-        admin.execute(f"create database {name}")
-    url = PG_URL.rsplit("/", 1)[0] + "/" + name
-    monkeypatch.setenv("RETL_WAREHOUSE", url)
-    yield url
-    with psycopg.connect(libpq_url(PG_URL), autocommit=True) as admin:
-        admin.execute(f"drop database if exists {name} with (force)")
+    with fresh_pg_database() as url:
+        monkeypatch.setenv("RETL_WAREHOUSE", url)
+        yield url
 
 
 @pytest.fixture

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import secrets
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from dagster.components.core.component_tree import ComponentTree
 
 from retl_dagster.components import Alerts, Destinations, Sync
 from retl_dagster.components.references import check_references
+from retl_dagster.runner import SyncOutcome
 
 
 def defs_from_yaml(destinations: str, *syncs: str, alerts: str | None = None) -> dg.Definitions:
@@ -27,6 +31,31 @@ def defs_from_yaml(destinations: str, *syncs: str, alerts: str | None = None) ->
     defs = dg.Definitions.merge(*parts)
     check_references(defs)
     return defs
+
+
+def evaluate_run_status_sensor(
+    defs: dg.Definitions, instance: dg.DagsterInstance, outcome: SyncOutcome, sensor_name: str
+) -> Any:
+    """Evaluate a run status (or failure) sensor on the run's real end event, as the daemon
+    does; returns what the sensor returned (a RunRequest, a SkipReason or None)."""
+    run = instance.get_run_by_id(outcome.result.run_id)
+    assert run is not None
+    end = [
+        e
+        for e in outcome.result.all_events
+        if e.event_type_value in ("PIPELINE_FAILURE", "PIPELINE_SUCCESS")
+    ][-1]
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor_name,
+        dagster_event=end,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources={k: v for k, v in (defs.resources or {}).items() if k == "retl_alerts"},
+    )
+    sensor = defs.resolve_sensor_def(sensor_name)
+    if end.event_type_value == "PIPELINE_FAILURE":
+        return sensor(context.for_run_failure())
+    return sensor(context)
 
 
 WEBHOOK_DESTINATION = """
@@ -53,6 +82,21 @@ BOTH_WAREHOUSES = ("duckdb", "postgres")
 def libpq_url(url: str) -> str:
     """A SQLAlchemy `postgresql+psycopg://` URL as libpq takes it."""
     return "postgresql://" + url.split("://", 1)[1]
+
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new, empty database on the test PostgreSQL server (`RETL_TEST_PG_URL`); yields its
+    SQLAlchemy URL and drops it afterwards."""
+    assert PG_URL, "no PostgreSQL: run .ci/start_postgres.sh and export RETL_TEST_PG_URL"
+    name = f"retl_t_{secrets.token_hex(4)}"
+    with psycopg.connect(libpq_url(PG_URL), autocommit=True) as admin:
+        admin.execute(f"create database {name}")
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(libpq_url(PG_URL), autocommit=True) as admin:
+            admin.execute(f"drop database if exists {name} with (force)")
 
 
 def sql(target: Path | str, statement: str) -> list[tuple[Any, ...]]:

@@ -14,11 +14,15 @@ import dagster as dg
 import pytest
 from aiosmtpd.controller import Controller
 
-from retl_dagster.runner import SyncOutcome, run_sync
+from retl_dagster.runner import run_sync
 from retl_dagster_tests.conftest import WEBHOOK_SECRET
 from retl_dagster_tests.fakes.slack import FakeSlack
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
-from retl_dagster_tests.harness import WEBHOOK_DESTINATION, defs_from_yaml
+from retl_dagster_tests.harness import (
+    WEBHOOK_DESTINATION,
+    defs_from_yaml,
+    evaluate_run_status_sensor,
+)
 from retl_dagster_tests.test_sync_e2e import SYNC, make_customers, sql
 
 
@@ -62,28 +66,6 @@ channels:
     return alerts, sync
 
 
-def evaluate(
-    defs: dg.Definitions, instance: dg.DagsterInstance, outcome: SyncOutcome, sensor_name: str
-) -> None:
-    """Evaluate a run status sensor on the run's real end event, as the daemon would."""
-    run = instance.get_run_by_id(outcome.result.run_id)
-    assert run is not None
-    end = [
-        e
-        for e in outcome.result.all_events
-        if e.event_type_value in ("PIPELINE_FAILURE", "PIPELINE_SUCCESS")
-    ][-1]
-    sensor = defs.resolve_sensor_def(sensor_name)
-    context = dg.build_run_status_sensor_context(
-        sensor_name=sensor_name,
-        dagster_event=end,
-        dagster_instance=instance,
-        dagster_run=run,
-        resources={"retl_alerts": defs.resources["retl_alerts"]},  # type: ignore[index]
-    )
-    sensor(context.for_run_failure() if end.event_type_value == "PIPELINE_FAILURE" else context)
-
-
 def test_a_failed_run_alerts_slack_and_email(
     receiver: WebhookReceiver,
     slack: FakeSlack,
@@ -98,7 +80,7 @@ def test_a_failed_run_alerts_slack_and_email(
     defs = defs_from_yaml(WEBHOOK_DESTINATION, sync, alerts=alerts)
     outcome = run_sync(defs, "customers_hook", instance)
     assert outcome.status == "failed"
-    evaluate(defs, instance, outcome, "retl_customers_hook_failed_alert")
+    evaluate_run_status_sensor(defs, instance, outcome, "retl_customers_hook_failed_alert")
 
     [message] = slack.messages
     assert message["text"].startswith("retl sync customers_hook failed")
@@ -132,7 +114,7 @@ def test_a_partial_run_alerts_with_counts_and_first_errors(
     defs = defs_from_yaml(WEBHOOK_DESTINATION, sync, alerts=alerts)
     outcome = run_sync(defs, "customers_hook", instance)
     assert outcome.status == "partial"
-    evaluate(defs, instance, outcome, "retl_customers_hook_partial_alert")
+    evaluate_run_status_sensor(defs, instance, outcome, "retl_customers_hook_partial_alert")
     [message] = slack.messages
     assert "partly failed" in message["text"]
     assert "succeeded 7, rejected 3" in message["text"]
@@ -157,7 +139,7 @@ def test_a_healthy_run_sends_nothing(
     defs = defs_from_yaml(WEBHOOK_DESTINATION, sync, alerts=alerts)
     outcome = run_sync(defs, "customers_hook", instance)
     assert outcome.status == "succeeded"
-    evaluate(defs, instance, outcome, "retl_customers_hook_partial_alert")
+    evaluate_run_status_sensor(defs, instance, outcome, "retl_customers_hook_partial_alert")
     assert slack.messages == [] and inbox.messages == []
     assert instance.get_run_by_id(outcome.result.run_id).tags["retl/status"] == "succeeded"
 

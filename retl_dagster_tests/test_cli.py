@@ -352,17 +352,17 @@ def test_a_sync_started_from_outside_dagster_over_graphql(
 def test_the_demo_on_a_postgresql_warehouse(tmp_path: Path) -> None:
     """RETL_WAREHOUSE=postgresql+psycopg://...: dbt builds the models in PostgreSQL (target
     `pg`) through Dagster, and `retl sync` diffs and keeps its state there."""
-    from retl_dagster_tests.harness import PG_URL, libpq_url, sql
+    from retl_dagster_tests.harness import PG_URL, fresh_pg_database
 
     if not PG_URL:
         pytest.skip("no PostgreSQL: run .ci/start_postgres.sh and export RETL_TEST_PG_URL")
-    import psycopg
+    with fresh_pg_database() as url:
+        _demo_on(url, tmp_path)
 
-    name = f"retl_demo_{os.getpid()}"
-    with psycopg.connect(libpq_url(PG_URL), autocommit=True) as admin:
-        admin.execute(f"drop database if exists {name} with (force)")
-        admin.execute(f"create database {name}")
-    url = PG_URL.rsplit("/", 1)[0] + "/" + name
+
+def _demo_on(url: str, tmp_path: Path) -> None:
+    from retl_dagster_tests.harness import sql
+
     env = {
         **os.environ,
         "RETL_DATA_DIR": str(tmp_path / "data"),
@@ -399,5 +399,3 @@ def test_the_demo_on_a_postgresql_warehouse(tmp_path: Path) -> None:
         run([str(BIN / "retl"), "sync", "demo_users_to_file", "--json"], env).stdout
     )
     assert (second["added"], second["changed"], second["removed"]) == (0, 2, 0)
-    with psycopg.connect(libpq_url(PG_URL), autocommit=True) as admin:
-        admin.execute(f"drop database if exists {name} with (force)")

@@ -11,10 +11,16 @@ import dagster as dg
 import pytest
 
 from retl_dagster.components.triggers import SEQUENCE_TAG
-from retl_dagster.runner import SyncDisabled, SyncOutcome, run_sync
+from retl_dagster.runner import SyncDisabled, run_sync
 from retl_dagster_tests.fakes.slack import FakeSlack
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
-from retl_dagster_tests.harness import BOTH_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml, sql
+from retl_dagster_tests.harness import (
+    BOTH_WAREHOUSES,
+    WEBHOOK_DESTINATION,
+    defs_from_yaml,
+    evaluate_run_status_sensor,
+    sql,
+)
 from retl_dagster_tests.test_sync_e2e import make_customers
 
 WAREHOUSES = BOTH_WAREHOUSES
@@ -167,30 +173,6 @@ mappings: [{{from: email, to: email}}]
 """
 
 
-def _after(
-    defs: dg.Definitions, instance: dg.DagsterInstance, sensor_name: str, outcome: SyncOutcome
-) -> dg.RunRequest | dg.SkipReason | None:
-    """Evaluate a run status sensor on a run's real end event, as the daemon does."""
-    run = instance.get_run_by_id(outcome.result.run_id)
-    assert run is not None
-    end = [
-        e
-        for e in outcome.result.all_events
-        if e.event_type_value in ("PIPELINE_FAILURE", "PIPELINE_SUCCESS")
-    ][-1]
-    context = dg.build_run_status_sensor_context(
-        sensor_name=sensor_name,
-        dagster_event=end,
-        dagster_instance=instance,
-        dagster_run=run,
-        resources={k: v for k, v in (defs.resources or {}).items() if k == "retl_alerts"},
-    )
-    sensor = defs.resolve_sensor_def(sensor_name)
-    if end.event_type_value == "PIPELINE_FAILURE":
-        return sensor(context.for_run_failure())  # type: ignore[no-any-return]
-    return sensor(context)  # type: ignore[no-any-return]
-
-
 def test_a_sequence_runs_each_sync_once_after_all_it_follows(
     receiver: WebhookReceiver, instance: dg.DagsterInstance, warehouse_path: Path
 ) -> None:
@@ -205,17 +187,17 @@ def test_a_sequence_runs_each_sync_once_after_all_it_follows(
     assert first.status == "succeeded"
     sequence = first.summary["run_id"]
     # `joined` waits for `second`, which has not run in this sequence yet.
-    waiting = _after(defs, instance, "retl_joined_after", first)
+    waiting = evaluate_run_status_sensor(defs, instance, first, "retl_joined_after")
     assert isinstance(waiting, dg.SkipReason) and "waiting for second" in str(waiting.skip_message)
-    request = _after(defs, instance, "retl_second_after", first)
+    request = evaluate_run_status_sensor(defs, instance, first, "retl_second_after")
     assert isinstance(request, dg.RunRequest) and request.tags[SEQUENCE_TAG] == sequence
     assert request.partition_key in instance.get_dynamic_partitions("retl_second_runs")
     second = run_sync(defs, "second", instance, tags=request.tags, run_id=request.partition_key)
     assert second.status == "succeeded"
-    go = _after(defs, instance, "retl_joined_after", second)
+    go = evaluate_run_status_sensor(defs, instance, second, "retl_joined_after")
     assert isinstance(go, dg.RunRequest) and go.tags[SEQUENCE_TAG] == sequence
     # Seen again from the other predecessor's end: the same run, so it runs once.
-    again = _after(defs, instance, "retl_joined_after", first)
+    again = evaluate_run_status_sensor(defs, instance, first, "retl_joined_after")
     assert isinstance(again, dg.RunRequest) and again.run_key == go.run_key
     assert again.partition_key == go.partition_key
     joined = run_sync(defs, "joined", instance, tags=go.tags, run_id=go.partition_key)
@@ -240,12 +222,15 @@ def test_a_failed_step_stops_the_sequence_and_alerts(
             alerts='channels: {slack: {ops: {webhook_url: "{{ env.SLACK_WEBHOOK_URL }}"}}}',
         )
         first = run_sync(defs, "first", instance)
-        request = _after(defs, instance, "retl_broken_after", first)
+        request = evaluate_run_status_sensor(defs, instance, first, "retl_broken_after")
         assert isinstance(request, dg.RunRequest)
         broken = run_sync(defs, "broken", instance, tags=request.tags, run_id=request.partition_key)
         assert broken.status == "failed"
         # `last` only starts on success, and nothing succeeded: the sequence stops here...
-        assert _after(defs, instance, "retl_last_after_failed_alert", broken) is None
+        assert (
+            evaluate_run_status_sensor(defs, instance, broken, "retl_last_after_failed_alert")
+            is None
+        )
         assert instance.get_runs(dg.RunsFilter(job_name="sync_last")) == []
         # ...and says so where `last` sends its alerts.
         [message] = slack.messages

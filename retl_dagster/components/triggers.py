@@ -8,6 +8,7 @@ sync's triggers start stopped, and request nothing even if someone turns them on
 # No `from __future__ import annotations`: Dagster inspects the context parameters' types.
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -172,7 +173,7 @@ def _sequence_sensors(
     config: SyncConfig,
     job: Any,
     partitions_name: str,
-    request: Any,
+    request: Callable[..., dg.RunRequest],
     sensor_status: dg.DefaultSensorStatus,
 ) -> list[dg.SensorDefinition]:
     """`after: [...]`: run once every sync it follows succeeded in the same sequence run; when

@@ -158,6 +158,17 @@ class HttpClient:
         self.http.close()
 
 
+def error_object(response: httpx.Response) -> dict[str, Any]:
+    """The JSON body's `error` object (the Graph API's, a google.rpc.Status), or {} when the
+    body is not one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    err = body.get("error") if isinstance(body, dict) else None
+    return err if isinstance(err, dict) else {}
+
+
 def error_text(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {response.text[:MAX_BODY_IN_ERRORS]}"
 

@@ -144,16 +144,18 @@ class Mapper:
             out[m.to] = self.encode(value)
         return out
 
+    def removed(self, key: str, match: Any, dest_id: str | None) -> Record:
+        """A row that left the model, as its delete behaviour sends it."""
+        if self.delete_behavior == "clear":
+            # Keep the destination record, blank the fields this sync owns.
+            return Record("changed", key, {m.to: None for m in self.mappings}, match, dest_id)
+        return Record("removed", key, {}, match, dest_id)
+
     def record(self, op: str, key: str, row: dict[str, Any]) -> Record:
         """`row`: the diff row; `_retl_match` and `_retl_dest_id` come from the last sync."""
         dest_id = row.get("_retl_dest_id")
         if op == "removed":
-            match = row.get("_retl_match")
-            if self.delete_behavior == "clear":
-                # Keep the destination record, blank the fields this sync owns.
-                nulls = {m.to: None for m in self.mappings}
-                return Record("changed", key, nulls, match, dest_id)
-            return Record("removed", key, {}, match, dest_id)
+            return self.removed(key, row.get("_retl_match"), dest_id)
         match_value = self.encode(row.get(self.match_column)) if self.match_column else None
         op_out = "event" if self.events else op
         return Record(
@@ -193,15 +195,11 @@ class Mapper:
             new_matches = [None] * n
         names = [m.to for m in self.mappings]
         drop_nulls = [to for to in names if not self.sync_nulls[to]]
-        nulls = dict.fromkeys(names)
         out: list[Record] = []
         for i, values in enumerate(zip(*columns, strict=True)):
             op, key = ops[i], keys[i]
             if op == "removed":
-                if self.delete_behavior == "clear":
-                    out.append(Record("changed", key, dict(nulls), matches[i], dest_ids[i]))
-                else:
-                    out.append(Record("removed", key, {}, matches[i], dest_ids[i]))
+                out.append(self.removed(key, matches[i], dest_ids[i]))
                 continue
             fields = dict(zip(names, values, strict=True))
             for to in drop_nulls:

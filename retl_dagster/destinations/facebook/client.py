@@ -27,7 +27,7 @@ from retl_dagster.destinations.base import (
 from retl_dagster.destinations.facebook import normalize
 from retl_dagster.destinations.facebook.config import MAX_EVENTS, FacebookConversionsConfig
 from retl_dagster.destinations.facebook.exceptions import FacebookAuthError, InvalidValue
-from retl_dagster.destinations.http import HttpClient, error_text
+from retl_dagster.destinations.http import HttpClient, error_object, error_text
 
 THROTTLING_CODES = frozenset({4, 17, 32, 613, 80004})
 """Graph API rate limiting: application, user, page, custom and ads-management call limits."""
@@ -60,23 +60,13 @@ ALIASES = {
 """Field names people reach for, and the customer information key Meta expects instead."""
 
 
-def graph_error(response: httpx.Response) -> dict[str, Any]:
-    """The Graph API's `error` object, or {} when the body is not one."""
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    err = body.get("error") if isinstance(body, dict) else None
-    return err if isinstance(err, dict) else {}
-
-
 def is_transient(response: httpx.Response) -> bool:
     """429, 5xx, Graph throttling codes (sent with a 4xx) and errors Meta marks transient."""
     if response.status_code == 429 or response.status_code >= 500:
         return True
     if response.is_success:
         return False
-    err = graph_error(response)
+    err = error_object(response)
     return err.get("code") in THROTTLING_CODES or err.get("is_transient") is True
 
 
@@ -208,7 +198,7 @@ class FacebookConversionsDestination(Destination):
         response = self.client.request("POST", self.path, json=body)
         if response.is_success:
             return
-        err = graph_error(response)
+        err = error_object(response)
         code, subcode = err.get("code"), err.get("error_subcode")
         if code == 190 or response.status_code == 401:
             raise FacebookAuthError(

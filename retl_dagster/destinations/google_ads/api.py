@@ -22,7 +22,7 @@ import httpx
 
 from retl_dagster.destinations.google_ads.config import GoogleAdsConfig
 from retl_dagster.destinations.google_ads.exceptions import GoogleAdsAuthError
-from retl_dagster.destinations.http import HttpClient, error_text, retry_after_header
+from retl_dagster.destinations.http import HttpClient, error_object, error_text, retry_after_header
 
 TOKEN_EARLY_S = 60.0
 """Refresh an access token this long before Google says it expires."""
@@ -74,19 +74,9 @@ def parse_errors(status: dict[str, Any] | None) -> list[AdsError]:
     return out
 
 
-def error_status(response: httpx.Response) -> dict[str, Any]:
-    """The body's `error` (a google.rpc.Status), or {}."""
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    err = body.get("error") if isinstance(body, dict) else None
-    return err if isinstance(err, dict) else {}
-
-
 def describe(response: httpx.Response) -> str:
     """Google's own words for a failed request: each error's code and message."""
-    status = error_status(response)
+    status = error_object(response)
     errors = parse_errors(status)
     if errors:
         return "; ".join(str(e) for e in errors)
@@ -97,14 +87,14 @@ def describe(response: httpx.Response) -> str:
 
 def wait_hint(response: httpx.Response) -> float | None:
     """Google Ads' `retryDelay` in quota error details, else `Retry-After`."""
-    delays = [e.retry_delay_s for e in parse_errors(error_status(response)) if e.retry_delay_s]
+    delays = [e.retry_delay_s for e in parse_errors(error_object(response)) if e.retry_delay_s]
     return max(delays) if delays else retry_after_header(response)
 
 
 def is_transient(response: httpx.Response) -> bool:
     if response.status_code == 429 or response.status_code >= 500:
         return True
-    return response.status_code == 409 and error_status(response).get("status") == "ABORTED"
+    return response.status_code == 409 and error_object(response).get("status") == "ABORTED"
 
 
 class GoogleAdsApi:
@@ -195,7 +185,7 @@ class GoogleAdsApi:
     def _developer_token_refused(response: httpx.Response) -> bool:
         if response.is_success:
             return False
-        return any("DEVELOPER_TOKEN" in e.code for e in parse_errors(error_status(response)))
+        return any("DEVELOPER_TOKEN" in e.code for e in parse_errors(error_object(response)))
 
     def close(self) -> None:
         self.http.close()
