@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import functools
 import hashlib
 from abc import ABC, abstractmethod
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import pydantic
+
+from retl_dagster.destinations.encoding import run_time
 
 Op = Literal["added", "changed", "removed", "event"]
 
@@ -42,6 +45,12 @@ class Batch:
     """Destination identifier that `Record.match_value` is matched against (e.g. `email`)."""
     salt: str = ""
     """Set by a replay, so its batches get new ids and are not dropped as duplicates."""
+
+    @property
+    def run_time(self) -> dt.datetime:
+        """When the run started: the event time of records whose sync maps none (stable across
+        retries and replays of the run, unlike the time of sending)."""
+        return run_time(self.run_id)
 
     @functools.cached_property
     def batch_id(self) -> str:
@@ -131,6 +140,10 @@ class Destination(ABC):
     to call from several threads (an httpx client and a thread-safe rate limiter)."""
     reports_match: ClassVar[bool] = False
     """Audience and conversion destinations: runs show identified rows and the match rate."""
+    event_time_field: ClassVar[str | None] = None
+    """Events destinations: the field a sync maps its event-time column to (Mixpanel `time`,
+    Segment `timestamp`...). The client sends it in its API's own time format, never among the
+    event's properties; see `encoding.parse_event_time` for what it accepts."""
 
     @classmethod
     def check_sync(cls, sync: SyncShape) -> list[Problem]:

@@ -58,3 +58,54 @@ def dumps(value: Any) -> bytes:
     is serialised once per request), and it writes UTF-8 rather than \\u escapes.
     """
     return orjson.dumps(value)
+
+
+# -- event time --------------------------------------------------------------------------------
+# One concept across destinations: a sync maps a model column to its destination's event-time
+# field (`Destination.event_time_field`: Mixpanel `time`, Braze `time`, Segment `timestamp`,
+# Meta `event_time`, Google Ads `conversion_date_time`); each client turns the datetime below
+# into the form its API documents.
+
+_MILLIS_ABOVE = 100_000_000_000
+"""Epoch numbers above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973)."""
+
+
+def parse_event_time(value: Any) -> dt.datetime:
+    """A mapped event time as an aware UTC-comparable datetime.
+
+    Takes what a warehouse column becomes on its way here: a datetime (naive ones are UTC, as a
+    warehouse TIMESTAMP without time zone is by convention), a date (midnight UTC), ISO 8601
+    text (with `Z` or an offset, or naive = UTC), or Unix epoch seconds / milliseconds.
+    Raises ValueError with a sentence a person can act on.
+    """
+    if isinstance(value, bool) or value is None or value == "":
+        raise ValueError(f"event time {value!r} is empty or not a timestamp")
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, dt.date):
+        parsed = dt.datetime(value.year, value.month, value.day)
+    elif isinstance(value, (int, float, Decimal)):
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ValueError(f"event time {value!r} is not a finite number")
+        if abs(seconds) >= _MILLIS_ABOVE:
+            seconds /= 1000
+        return dt.datetime.fromtimestamp(seconds, dt.UTC)
+    else:
+        try:
+            parsed = dt.datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            raise ValueError(
+                f"event time {str(value)[:40]!r} is not a timestamp: map a TIMESTAMP column, "
+                "ISO 8601 text or Unix epoch seconds"
+            ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+
+
+def run_time(run_id: str) -> dt.datetime:
+    """When run `run_id` started (its id begins `YYYYmmddTHHMMSSZ`): the event time of rows
+    whose sync maps none. The same on every retry and replay of that run."""
+    try:
+        return dt.datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return dt.datetime.now(dt.UTC)
