@@ -55,6 +55,19 @@ def model_key(config: SyncConfig) -> dg.AssetKey:
     return dg.AssetKey(["retl", config.name, "model"])
 
 
+def table_model_spec(table: str) -> dg.AssetSpec:
+    """The asset of a warehouse table that syncs read. Every sync on the table declares this
+    same spec, with nothing of its own in it: Dagster merges identical specs into one asset, so
+    any number of syncs fan out from one model (a spec that differed per sync would make Dagster
+    refuse the code location for "conflicting AssetSpecs with the same key")."""
+    return dg.AssetSpec(
+        key=dg.AssetKey(["warehouse", *table.split(".")]),
+        group_name="warehouse",
+        kinds={"duckdb", "table"},
+        description=f"Warehouse table {table}, read by retl syncs (see its downstream assets).",
+    )
+
+
 def _fail(message: str) -> dg.Failure:
     return dg.Failure(description=message)
 
@@ -123,14 +136,7 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
 
         assets.append(sql_model)
     elif config.model.table:
-        assets.append(
-            dg.AssetSpec(
-                key=model_key(config),
-                group_name="warehouse",
-                kinds={"duckdb", "table"},
-                description=f"Warehouse table {config.model.table}, read by sync {name}.",
-            )
-        )
+        assets.append(table_model_spec(config.model.table))
 
     check_name = "primary_key_unique_not_null"
 
