@@ -216,7 +216,7 @@ def replay(name: str, run_id: str, as_json: bool, verbose: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def reset(name: str, yes: bool) -> None:
     """Forget what sync NAME delivered: its next run sends every row as added."""
-    from retl_dagster.engine.state import reset as reset_state
+    from retl_dagster.engine import stages
     from retl_dagster.engine.warehouse import Warehouse
 
     _, cfg, _ = _sync_parts(name)
@@ -225,7 +225,7 @@ def reset(name: str, yes: bool) -> None:
     if not yes and not click.confirm(f"Forget the state of sync {name}?", err=True):
         _fail("not reset")
     with Warehouse() as wh:
-        n = reset_state(wh, name)
+        n = stages.reset(wh, cfg)
     click.echo(f"sync {name} reset: {n} record(s) forgotten; the next run sends every row as added")
 
 
@@ -293,14 +293,13 @@ def _sync_parts(name: str) -> tuple[Any, Any, Any]:
 @click.option("--json", "as_json", is_flag=True)
 def plan(name: str, samples: int, as_json: bool) -> None:
     """Dry run of sync NAME: the next run's counts and sample payloads; nothing is sent."""
-    from retl_dagster.engine.models import model_select
-    from retl_dagster.engine.preview import plan as make_plan
+    from retl_dagster.engine import stages
     from retl_dagster.engine.warehouse import Warehouse
 
     _, cfg, _ = _sync_parts(name)
     try:
         with Warehouse() as wh:
-            result = make_plan(wh, cfg, model_select(cfg), samples)
+            result = stages.plan(wh, cfg, samples)
     except ValueError as exc:
         _fail(str(exc))
     if as_json:
@@ -317,18 +316,8 @@ def plan(name: str, samples: int, as_json: bool) -> None:
             )
         )
         return
-    click.echo(
-        f"plan for sync {name} ({cfg.mode}, delete_behavior {cfg.delete_behavior}): "
-        f"{result.rows_queried} rows queried, "
-        + ", ".join(
-            f"{n} {op}" + ("" if op in result.sent_ops else " (not sent)")
-            for op, n in result.counts.items()
-        )
-        + ". Nothing was sent."
-    )
-    for op, records in result.samples.items():
-        for r in records:
-            click.echo(f"  {op}: {json.dumps(r, default=str)}")
+    for line in stages.describe_plan(cfg, result):
+        click.echo(line)
 
 
 @main.command("test-row")
@@ -344,30 +333,27 @@ def plan(name: str, samples: int, as_json: bool) -> None:
 def test_row_command(name: str, row_id: str, as_op: str) -> None:
     """Send the model's row ROW_ID of sync NAME to its destination and print the exact request
     (secrets redacted) and the answer. The sync's state does not change."""
-    from retl_dagster.destinations.http import HttpClient, format_exchange
-    from retl_dagster.engine.models import model_select
-    from retl_dagster.engine.preview import send_one_row
+    from retl_dagster.destinations.http import format_exchange
+    from retl_dagster.engine import stages
     from retl_dagster.engine.warehouse import Warehouse
 
     _, cfg, resource = _sync_parts(name)
     redact = resource.redact
     try:
         with Warehouse() as wh, resource.client() as destination:
-            client = getattr(destination, "client", None)
-            if isinstance(client, HttpClient):
-                client.exchanges = []
-            record, answer = send_one_row(wh, cfg, model_select(cfg), destination, row_id, as_op)
+            outcome = stages.send_test_row(wh, cfg, destination, row_id, as_op)
     except Exception as exc:
         _fail(redact(str(exc)))
+    record = outcome.record
     click.echo(
         "record: "
         + redact(
             json.dumps({"op": record.op, "id": record.key, "fields": record.fields}, default=str)
         )
     )
-    for response in (client.exchanges or []) if isinstance(client, HttpClient) else []:
+    for response in outcome.exchanges:
         click.echo(format_exchange(response, redact))
-    reason = answer.rejected.get(record.key)
+    reason = outcome.rejected
     click.echo(f"result: rejected: {redact(reason)}" if reason else "result: delivered")
     sys.exit(2 if reason else 0)
 

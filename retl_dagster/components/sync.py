@@ -10,15 +10,11 @@ import dagster as dg
 from retl_dagster.components.alerts import alert_sensors
 from retl_dagster.components.destinations import DestinationResource, resource_key
 from retl_dagster.components.triggers import job_name, sync_triggers
-from retl_dagster.destinations.http import HttpClient, format_exchange
-from retl_dagster.engine import diff as diff_stage
-from retl_dagster.engine import preview
-from retl_dagster.engine.config import ConfigError, SyncConfig
-from retl_dagster.engine.delivery import LoadResult, delivered_before, load
-from retl_dagster.engine.models import model_select
-from retl_dagster.engine.runs import get_run, prune, record_run
+from retl_dagster.destinations.http import format_exchange
+from retl_dagster.engine import stages
+from retl_dagster.engine.config import SyncConfig
+from retl_dagster.engine.delivery import LoadResult
 from retl_dagster.engine.state import SyncTables
-from retl_dagster.engine.state import reset as reset_state
 from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse
 
 WAREHOUSE_POOL = "retl_warehouse"
@@ -104,6 +100,90 @@ def _load_metadata(result: LoadResult, status: str, run: dict[str, Any]) -> dict
     return md
 
 
+def _progress_logger(context: dg.AssetExecutionContext, name: str) -> stages.Progress:
+    """Progress in the run's logs every few seconds, and to `retl sync`'s progress bar."""
+    last_log = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - last_log[0] >= PROGRESS_LOG_EVERY_S:
+            last_log[0] = now
+            pct = 100.0 * done / total if total else 100.0
+            context.log.info(f"sync {name}: {done}/{total} records delivered ({pct:.0f}%)")
+        for listener in progress_listeners:
+            listener(name, done, total)
+
+    return progress
+
+
+def _diff_result(
+    context: dg.AssetExecutionContext,
+    config: SyncConfig,
+    check_name: str,
+    outcome: stages.DiffOutcome,
+) -> dg.MaterializeResult:
+    """The diff stage's outcome as Dagster sees it: metadata and the blocking key check."""
+    name = config.name
+    if outcome.keys is not None and not outcome.keys.ok:
+        keys = outcome.keys
+        context.log.error(outcome.error or "")
+        return dg.MaterializeResult(
+            metadata={"rows_queried": dg.MetadataValue.int(keys.rows), "error": outcome.error},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=check_name,
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    description=outcome.error,
+                    metadata={
+                        "null_keys": dg.MetadataValue.int(keys.null_keys),
+                        "duplicate_keys": dg.MetadataValue.int(keys.duplicate_keys),
+                        "duplicate_samples": dg.MetadataValue.json(
+                            [{"key": k, "count": n} for k, n in keys.duplicate_samples]
+                        ),
+                    },
+                )
+            ],
+        )
+    if outcome.error is not None:
+        raise _fail(outcome.error)
+    counts = outcome.counts
+    assert counts is not None
+    if outcome.replay_of is not None:
+        context.log.info(
+            f"sync {name}: replaying the {counts.total} records of run {outcome.replay_of}"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "replay_of": outcome.replay_of,
+                "added": counts.added,
+                "changed": counts.changed,
+                "removed": counts.removed,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=check_name,
+                    passed=True,
+                    description=f"replay: keys were checked when run {outcome.replay_of} diffed",
+                )
+            ],
+        )
+    context.log.info(
+        f"sync {name}: {counts.rows_queried} rows queried, {counts.added} added, "
+        f"{counts.changed} changed, {counts.removed} removed"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "rows_queried": dg.MetadataValue.int(counts.rows_queried),
+            "added": dg.MetadataValue.int(counts.added),
+            "changed": dg.MetadataValue.int(counts.changed),
+            "removed": dg.MetadataValue.int(counts.removed),
+            "diff_table": SyncTables(name).diff,
+        },
+        check_results=[dg.AssetCheckResult(check_name=check_name, passed=True)],
+    )
+
+
 def build_sync_defs(config: SyncConfig) -> dg.Definitions:
     """All Dagster definitions of one sync. A function, so each sync closes over its own config."""
     name = config.name
@@ -161,114 +241,15 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
         pool=WAREHOUSE_POOL,
     )
     def diff_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        run_id = context.partition_key
-        replay_of = context.run.tags.get(REPLAY_TAG)
         with Warehouse() as wh:
-            stored = diff_stage.stored_counts(wh, config, run_id)
-            if replay_of or stored is not None:
-                # A replay (`retl replay`, or this partition materialised again): send the
-                # stored records of that run again rather than diffing anew.
-                source = replay_of or run_id
-                try:
-                    counts = (
-                        diff_stage.copy_run(wh, config, source, run_id) if replay_of else stored
-                    )
-                except ConfigError as exc:
-                    record_run(wh, name, run_id, status="failed", error=str(exc), finished=True)
-                    raise _fail(str(exc)) from exc
-                assert counts is not None
-                record_run(
-                    wh,
-                    name,
-                    run_id,
-                    status="queued",
-                    dagster_run_id=context.run_id,
-                    added=counts.added,
-                    changed=counts.changed,
-                    removed=counts.removed,
-                    error=None,
-                )
-                context.log.info(
-                    f"sync {name}: replaying the {counts.total} records of run {source}"
-                )
-                return dg.MaterializeResult(
-                    metadata={
-                        "replay_of": source,
-                        "added": counts.added,
-                        "changed": counts.changed,
-                        "removed": counts.removed,
-                    },
-                    check_results=[
-                        dg.AssetCheckResult(
-                            check_name=check_name,
-                            passed=True,
-                            description=f"replay: keys were checked when run {source} diffed",
-                        )
-                    ],
-                )
-            record_run(wh, name, run_id, status="querying", dagster_run_id=context.run_id)
-            try:
-                model_sql = model_select(config)
-                diff_stage.model_columns(wh, config, model_sql)
-                keys = diff_stage.check_keys(wh, config, model_sql)
-            except ConfigError as exc:
-                record_run(wh, name, run_id, status="failed", error=str(exc), finished=True)
-                raise _fail(str(exc)) from exc
-            if not keys.ok:
-                message = keys.describe(name, config.primary_key)
-                context.log.error(message)
-                record_run(
-                    wh,
-                    name,
-                    run_id,
-                    status="failed",
-                    error=message,
-                    rows_queried=keys.rows,
-                    finished=True,
-                )
-                return dg.MaterializeResult(
-                    metadata={"rows_queried": dg.MetadataValue.int(keys.rows), "error": message},
-                    check_results=[
-                        dg.AssetCheckResult(
-                            check_name=check_name,
-                            passed=False,
-                            severity=dg.AssetCheckSeverity.ERROR,
-                            description=message,
-                            metadata={
-                                "null_keys": dg.MetadataValue.int(keys.null_keys),
-                                "duplicate_keys": dg.MetadataValue.int(keys.duplicate_keys),
-                                "duplicate_samples": dg.MetadataValue.json(
-                                    [{"key": k, "count": n} for k, n in keys.duplicate_samples]
-                                ),
-                            },
-                        )
-                    ],
-                )
-            record_run(wh, name, run_id, status="preparing", rows_queried=keys.rows)
-            counts = diff_stage.compute_diff(wh, config, model_sql, run_id, keys.rows)
-            record_run(
+            outcome = stages.diff_run(
                 wh,
-                name,
-                run_id,
-                status="queued",
-                added=counts.added,
-                changed=counts.changed,
-                removed=counts.removed,
+                config,
+                context.partition_key,
+                replay_of=context.run.tags.get(REPLAY_TAG),
+                dagster_run_id=context.run_id,
             )
-        context.log.info(
-            f"sync {name}: {counts.rows_queried} rows queried, {counts.added} added, "
-            f"{counts.changed} changed, {counts.removed} removed"
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "rows_queried": dg.MetadataValue.int(counts.rows_queried),
-                "added": dg.MetadataValue.int(counts.added),
-                "changed": dg.MetadataValue.int(counts.changed),
-                "removed": dg.MetadataValue.int(counts.removed),
-                "diff_table": tables.diff,
-            },
-            check_results=[dg.AssetCheckResult(check_name=check_name, passed=True)],
-        )
+        return _diff_result(context, config, check_name, outcome)
 
     @dg.asset(
         key=load_key(name),
@@ -283,65 +264,35 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
         pool=WAREHOUSE_POOL,
     )
     def load_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        run_id = context.partition_key
         resource: DestinationResource = getattr(context.resources, dest_key)
-        last_log = [0.0]
-
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if done >= total or now - last_log[0] >= PROGRESS_LOG_EVERY_S:
-                last_log[0] = now
-                pct = 100.0 * done / total if total else 100.0
-                context.log.info(f"sync {name}: {done}/{total} records delivered ({pct:.0f}%)")
-            for listener in progress_listeners:
-                listener(name, done, total)
-
         with Warehouse() as wh:
-            record_run(wh, name, run_id, status="in_progress", dagster_run_id=context.run_id)
-            replay = REPLAY_TAG in context.run.tags or delivered_before(wh, name, run_id)
-            try:
-                with resource.client() as destination:
-                    result = load(
-                        wh,
-                        config,
-                        destination,
-                        run_id,
-                        progress=progress,
-                        salt=context.run_id if replay else "",
-                    )
-            except Exception as exc:
-                record_run(wh, name, run_id, status="failed", error=str(exc)[:2000], finished=True)
-                raise
-            status = "partial" if result.total_rejected else "succeeded"
-            record_run(
+            outcome = stages.load_run(
                 wh,
-                name,
-                run_id,
-                status=status,
-                succeeded=result.total_succeeded,
-                rejected=result.total_rejected,
-                identified=result.identified,
-                matched=result.matched,
-                match_rate=result.match_rate,
-                finished=True,
+                config,
+                resource.client,
+                context.partition_key,
+                replay=REPLAY_TAG in context.run.tags,
+                salt=context.run_id,
+                progress=_progress_logger(context, name),
+                dagster_run_id=context.run_id,
             )
-            run = get_run(wh, name, run_id) or {}
-            # The run's outcome as a tag: visible in the UI's run list and filterable.
-            context.instance.add_run_tags(context.run_id, {"retl/status": status})
-            pruned = prune(wh, name, config.retention_days)
-        for key in pruned:
+        # The run's outcome as a tag: visible in the UI's run list and filterable.
+        context.instance.add_run_tags(context.run_id, {"retl/status": outcome.status})
+        for key in outcome.pruned:
             # One partition per run grows forever otherwise: drop those past retention.
             context.instance.delete_dynamic_partition(partitions_def_name(name), key)
-        if pruned:
+        if outcome.pruned:
             context.log.info(
-                f"sync {name}: pruned {len(pruned)} run(s) older than {config.retention_days} days"
+                f"sync {name}: pruned {len(outcome.pruned)} run(s) older than "
+                f"{config.retention_days} days"
             )
+        result = outcome.result
         if result.total_rejected:
             context.log.warning(
                 f"sync {name}: {result.total_rejected} record(s) rejected; they stay pending and "
                 "are retried on the next run. First: " + str(result.rejected_samples[:3])
             )
-        return dg.MaterializeResult(metadata=_load_metadata(result, status, run))
+        return dg.MaterializeResult(metadata=_load_metadata(result, outcome.status, outcome.run))
 
     assets += [diff_asset, load_asset]
     preview_jobs = _preview_jobs(config, dest_key)
@@ -384,11 +335,8 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
     @dg.op(name=f"plan_{name}_op", pool=WAREHOUSE_POOL)
     def plan_op(context: dg.OpExecutionContext, config: PlanConfig) -> dg.Output[None]:
         with Warehouse() as wh:
-            p = preview.plan(wh, sync, model_select(sync), config.samples)
-        summary = ", ".join(
-            f"{n} {op}" + ("" if op in p.sent_ops else " (not sent)") for op, n in p.counts.items()
-        )
-        context.log.info(f"plan for sync {name}: {p.rows_queried} rows queried, {summary}")
+            p = stages.plan(wh, sync, config.samples)
+        context.log.info(stages.describe_plan(sync, p)[0])
         return dg.Output(
             None,
             metadata={
@@ -402,17 +350,9 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
     def test_row_op(context: dg.OpExecutionContext, config: TestRowConfig) -> dg.Output[None]:
         resource: DestinationResource = getattr(context.resources, dest_key)
         with Warehouse() as wh, resource.client() as destination:
-            client = getattr(destination, "client", None)
-            if isinstance(client, HttpClient):
-                client.exchanges = []
-            record, answer = preview.send_one_row(
-                wh, sync, model_select(sync), destination, config.row_id, config.send_as
-            )
-        exchanges = [
-            format_exchange(r, resource.redact)
-            for r in (client.exchanges or [] if isinstance(client, HttpClient) else [])
-        ]
-        reason = answer.rejected.get(record.key)
+            outcome = stages.send_test_row(wh, sync, destination, config.row_id, config.send_as)
+        record, reason = outcome.record, outcome.rejected
+        exchanges = [format_exchange(r, resource.redact) for r in outcome.exchanges]
         context.log.info(
             f"test row {record.key} of sync {name}: "
             + (f"rejected: {resource.redact(reason)}" if reason else "delivered")
@@ -439,7 +379,7 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
                 "after reading the warnings above (if any)"
             )
         with Warehouse() as wh:
-            n = reset_state(wh, name)
+            n = stages.reset(wh, sync)
         context.log.info(f"sync {name} reset: {n} record(s) forgotten")
         return dg.Output(None, metadata={"forgotten": n})
 

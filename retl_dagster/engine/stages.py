@@ -1,0 +1,218 @@
+"""A run's stages, owned by the engine: diff a run, load it, plan, test a row, replay, reset.
+
+Each takes a sync's config and an open warehouse, records its own status in
+`_retl.sync_runs`, and returns an outcome. No Dagster here: the Dagster assets and jobs, and the
+`retl` CLI, are thin adapters over these functions (as dagster-sling's and dagster-dbt's
+components call one execute function), so each stage can be tested and reused without Dagster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from retl_dagster.destinations.base import BatchResult, Destination, Record
+from retl_dagster.destinations.http import HttpClient
+from retl_dagster.engine import diff as diff_stage
+from retl_dagster.engine import preview
+from retl_dagster.engine.config import ConfigError, SyncConfig
+from retl_dagster.engine.delivery import LoadResult, Progress, delivered_before, load
+from retl_dagster.engine.diff import DiffCounts, KeyReport
+from retl_dagster.engine.models import model_select
+from retl_dagster.engine.runs import get_run, prune, record_run
+from retl_dagster.engine.state import reset as reset_state
+from retl_dagster.engine.warehouse import Warehouse
+
+
+@dataclass
+class DiffOutcome:
+    """What the diff stage did with a run."""
+
+    counts: DiffCounts | None = None
+    """The run's added / changed / removed (None when no diff was made)."""
+    replay_of: str | None = None
+    """The run whose stored records this run sends (a replay, or a partition run again)."""
+    keys: KeyReport | None = None
+    """The primary-key check, when the stage ran it."""
+    error: str | None = None
+    """Why the run stops here (a declaration that does not fit the model, bad keys)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def diff_run(
+    wh: Warehouse,
+    config: SyncConfig,
+    run_id: str,
+    *,
+    replay_of: str | None = None,
+    dagster_run_id: str | None = None,
+) -> DiffOutcome:
+    """Diff the model against the sync's state into run `run_id`, after checking its keys.
+
+    A run whose diff is already stored (its partition run again), or a replay of an earlier run
+    (`replay_of`), sends those stored records again rather than diffing anew. The run's row moves
+    querying -> preparing -> queued, or to failed with the reason.
+    """
+    name = config.name
+    stored = diff_stage.stored_counts(wh, config, run_id)
+    if replay_of or stored is not None:
+        source = replay_of or run_id
+        try:
+            counts = diff_stage.copy_run(wh, config, source, run_id) if replay_of else stored
+        except ConfigError as exc:
+            record_run(wh, name, run_id, status="failed", error=str(exc), finished=True)
+            return DiffOutcome(replay_of=source, error=str(exc))
+        assert counts is not None
+        record_run(
+            wh,
+            name,
+            run_id,
+            status="queued",
+            dagster_run_id=dagster_run_id,
+            added=counts.added,
+            changed=counts.changed,
+            removed=counts.removed,
+            error=None,
+        )
+        return DiffOutcome(counts=counts, replay_of=source)
+    record_run(wh, name, run_id, status="querying", dagster_run_id=dagster_run_id)
+    try:
+        model_sql = model_select(config)
+        diff_stage.model_columns(wh, config, model_sql)
+        keys = diff_stage.check_keys(wh, config, model_sql)
+    except ConfigError as exc:
+        record_run(wh, name, run_id, status="failed", error=str(exc), finished=True)
+        return DiffOutcome(error=str(exc))
+    if not keys.ok:
+        message = keys.describe(name, config.primary_key)
+        record_run(
+            wh, name, run_id, status="failed", error=message, rows_queried=keys.rows, finished=True
+        )
+        return DiffOutcome(keys=keys, error=message)
+    record_run(wh, name, run_id, status="preparing", rows_queried=keys.rows)
+    counts = diff_stage.compute_diff(wh, config, model_sql, run_id, keys.rows)
+    record_run(
+        wh,
+        name,
+        run_id,
+        status="queued",
+        added=counts.added,
+        changed=counts.changed,
+        removed=counts.removed,
+    )
+    return DiffOutcome(counts=counts, keys=keys)
+
+
+@dataclass
+class LoadOutcome:
+    """What the load stage delivered."""
+
+    result: LoadResult
+    status: str
+    """`succeeded`, or `partial` when the destination rejected records."""
+    run: dict[str, Any]
+    """The run's row in `_retl.sync_runs` after the load."""
+    pruned: list[str] = field(default_factory=list)
+    """Runs dropped past the sync's retention (their partitions should go too)."""
+
+
+def load_run(
+    wh: Warehouse,
+    config: SyncConfig,
+    open_destination: Callable[[], Destination],
+    run_id: str,
+    *,
+    replay: bool = False,
+    salt: str = "",
+    progress: Progress | None = None,
+    dagster_run_id: str | None = None,
+) -> LoadOutcome:
+    """Deliver run `run_id`'s diff; state advances only for acknowledged records.
+
+    `replay` (or a run that already sent records) gets fresh batch ids from `salt`, so a
+    destination that drops duplicate batch ids still receives the resend. A failure is
+    recorded on the run's row, then raised.
+    """
+    name = config.name
+    record_run(wh, name, run_id, status="in_progress", dagster_run_id=dagster_run_id)
+    replay = replay or delivered_before(wh, name, run_id)
+    try:
+        with open_destination() as destination:
+            result = load(
+                wh, config, destination, run_id, progress=progress, salt=salt if replay else ""
+            )
+    except Exception as exc:
+        record_run(wh, name, run_id, status="failed", error=str(exc)[:2000], finished=True)
+        raise
+    status = "partial" if result.total_rejected else "succeeded"
+    record_run(
+        wh,
+        name,
+        run_id,
+        status=status,
+        succeeded=result.total_succeeded,
+        rejected=result.total_rejected,
+        identified=result.identified,
+        matched=result.matched,
+        match_rate=result.match_rate,
+        finished=True,
+    )
+    run = get_run(wh, name, run_id) or {}
+    return LoadOutcome(result, status, run, prune(wh, name, config.retention_days))
+
+
+def plan(wh: Warehouse, config: SyncConfig, samples: int = 3) -> preview.Plan:
+    """The next run's counts and sample payloads; nothing is sent, state is unchanged."""
+    return preview.plan(wh, config, model_select(config), samples)
+
+
+def describe_plan(config: SyncConfig, p: preview.Plan) -> list[str]:
+    """A plan in words: a summary line, then one line per sample payload."""
+    counts = ", ".join(
+        f"{n} {op}" + ("" if op in p.sent_ops else " (not sent)") for op, n in p.counts.items()
+    )
+    lines = [
+        f"plan for sync {config.name} ({config.mode}, delete_behavior "
+        f"{config.delete_behavior}): {p.rows_queried} rows queried, {counts}. Nothing was sent."
+    ]
+    for op, records in p.samples.items():
+        lines += [f"  {op}: {json.dumps(r, default=str)}" for r in records]
+    return lines
+
+
+@dataclass
+class RowTestOutcome:
+    record: Record
+    answer: BatchResult
+    exchanges: list[httpx.Response]
+    """The HTTP requests and answers, for destinations that speak HTTP."""
+
+    @property
+    def rejected(self) -> str | None:
+        return self.answer.rejected.get(self.record.key)
+
+
+def send_test_row(
+    wh: Warehouse, config: SyncConfig, destination: Destination, row_id: str, send_as: str
+) -> RowTestOutcome:
+    """Send the model's row `row_id` as `send_as` for real; the sync's state is not touched."""
+    client = getattr(destination, "client", None)
+    if isinstance(client, HttpClient):
+        client.exchanges = []
+    record, answer = preview.send_one_row(
+        wh, config, model_select(config), destination, row_id, send_as
+    )
+    exchanges = list(client.exchanges or []) if isinstance(client, HttpClient) else []
+    return RowTestOutcome(record, answer, exchanges)
+
+
+def reset(wh: Warehouse, config: SyncConfig) -> int:
+    """Forget what the sync delivered; returns how many records it forgets."""
+    return reset_state(wh, config.name)
