@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import pydantic
 
+from retl_dagster.engine.kinds import MappingKind, Static, kind_of
 from retl_dagster.engine.warehouse import quote_ident, quote_relation
 
 SyncMode = Literal["insert", "update", "upsert", "mirror", "events"]
@@ -75,39 +76,29 @@ class FieldMapping(_Strict):
     sync_nulls: bool = True
     """False: a null in the model leaves the destination's value alone (the field is omitted)."""
 
+    _kind: MappingKind | None = pydantic.PrivateAttr(default=None)
+
     @pydantic.model_validator(mode="after")
-    def _one_feed(self) -> FieldMapping:
-        customize_object = isinstance(self.object, dict)
-        feeds = [self.source is not None, self.static is not None, customize_object]
-        if sum(feeds) != 1:
-            raise ValueError(
-                f"mapping to '{self.to}' needs exactly one of `from`, `static` or an "
-                "`object: {property: column}` (got "
-                + (
-                    ", ".join(
-                        n for n, f in zip(("from", "static", "object"), feeds, strict=True) if f
-                    )
-                    or "none"
-                )
-                + ")"
-            )
-        if (self.object == "select" or self.array is not None) and self.source is None:
-            raise ValueError(f"mapping to '{self.to}': object/array select needs `from`")
-        if self.object is not None and self.array is not None:
-            raise ValueError(f"mapping to '{self.to}': use `object` or `array`, not both")
+    def _one_kind(self) -> FieldMapping:
+        self._kind = kind_of(self.source, self.static, self.object, self.array, self.to)
         return self
+
+    @property
+    def kind(self) -> MappingKind:
+        """What feeds the field (engine/kinds.py): decided once, when the mapping is read."""
+        if self._kind is None:  # built without validation (model_construct)
+            self._kind = kind_of(self.source, self.static, self.object, self.array, self.to)
+        return self._kind
 
     def columns(self) -> list[str]:
         """Model columns this mapping reads (a path's first part names its column)."""
-        if isinstance(self.object, dict):
-            return list(dict.fromkeys(p.split(".")[0] for p in self.object.values()))
-        return [self.source] if self.source is not None else []
+        return self.kind.columns()
 
     def hash_parts(self) -> list[tuple[str, str | None]]:
         """(tag, column) pairs hashed for the diff; the tag carries everything but the column's
         value, so changing the mapping itself (a rename, a static value, a path) resends."""
-        shape = f"{self.to}:{self.object or ''}:{self.array or ''}"
-        if self.static is not None:
+        shape = f"{self.to}{self.kind.hash_shape()}"
+        if isinstance(self.kind, Static):
             return [(f"{shape}={self.static!r}", None)]
         return [(shape, c) for c in self.columns()]
 

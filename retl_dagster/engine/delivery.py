@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from retl_dagster.destinations.base import Batch, BatchResult, Destination, Record
-from retl_dagster.engine.config import FieldMapping, SyncConfig
+from retl_dagster.engine.config import SyncConfig
 from retl_dagster.engine.mapping import Mapper
 from retl_dagster.engine.state import (
     RECORD_RESULTS,
@@ -131,15 +131,6 @@ def _commit(
         wh.unregister(view)
 
 
-def field_type(m: FieldMapping, types: dict[str, str]) -> str:
-    """The warehouse type a mapped field carries (built objects are JSON)."""
-    if m.source is not None and m.object is None and not isinstance(m.array, dict):
-        return types[m.source.lower()]
-    if m.static is not None:
-        return {bool: "BOOLEAN", int: "BIGINT", float: "DOUBLE"}.get(type(m.static), "VARCHAR")
-    return "JSON"
-
-
 def prepare_destination(
     destination: Destination, config: SyncConfig, columns: list[tuple[str, str]]
 ) -> None:
@@ -148,7 +139,7 @@ def prepare_destination(
     destination.prepare(
         config.object,
         config.match.field if config.match else None,
-        {m.to: field_type(m, types) for m in config.mappings},
+        {m.to: m.kind.warehouse_type(types) for m in config.mappings},
         types[config.match.column.lower()] if config.match else None,
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from decimal import Decimal
@@ -12,66 +11,11 @@ import pyarrow as pa
 
 from retl_dagster.destinations.base import Record
 from retl_dagster.destinations.encoding import FLOAT_SAFE_DIGITS, to_json_value
-from retl_dagster.engine.config import FieldMapping, SyncConfig
+from retl_dagster.engine.config import SyncConfig
+from retl_dagster.engine.kinds import Column, Static
 
 
 def _as_is(value: Any) -> Any:
-    return value
-
-
-def _as_object(value: Any) -> Any:
-    """A STRUCT arrives as a dict, a MAP as (key, value) pairs, a JSON column as text."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    if (
-        isinstance(value, list)
-        and value
-        and all(isinstance(x, tuple) and len(x) == 2 for x in value)
-    ):
-        return dict(value)
-    return value
-
-
-def get_path(row: dict[str, Any], path: str) -> Any:
-    """`column` or `column.property.property`; None where any step is missing."""
-    head, *rest = path.split(".")
-    value: Any = row.get(head)
-    for part in rest:
-        value = _as_object(value)
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
-def _field_value(m: FieldMapping, row: dict[str, Any]) -> Any:
-    if m.static is not None:
-        return m.static
-    if isinstance(m.object, dict):
-        return {prop: get_path(row, path) for prop, path in m.object.items()}
-    assert m.source is not None
-    value = row.get(m.source)
-    if m.object == "select":
-        return _as_object(value)
-    if isinstance(m.array, dict):
-        elements = _as_object(value)
-        if not isinstance(elements, list):
-            return None if elements is None else elements
-        picked = []
-        for element in elements:
-            element = _as_object(element)
-            if isinstance(element, dict):
-                # A LIST of STRUCTs gives every element every field, null where it has none:
-                # a null property counts as missing.
-                picked.append(
-                    {p: element[src] for p, src in m.array.items() if element.get(src) is not None}
-                )
-        return picked
-    if m.array == "select":
-        return _as_object(value)
     return value
 
 
@@ -131,14 +75,12 @@ class Mapper:
         self.match_column = config.match.column if config.match else None
         # Column and static mappings (no object or array to build) map a whole Arrow batch
         # column by column, which is several times cheaper than row by row.
-        self.plain = all(
-            m.static is not None or (m.object is None and m.array is None) for m in config.mappings
-        )
+        self.plain = all(m.kind.plain for m in config.mappings)
 
     def fields(self, row: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for m in self.mappings:
-            value = _field_value(m, row)
+            value = m.kind.value(row)
             if value is None and not self.sync_nulls[m.to]:
                 continue
             out[m.to] = self.encode(value)
@@ -180,11 +122,12 @@ class Mapper:
         dest_ids = rb.column("_retl_dest_id").to_pylist()
         columns: list[list[Any]] = []
         for m in self.mappings:
-            if m.static is not None:
-                columns.append([self.encode(m.static)] * n)
+            kind = m.kind
+            if isinstance(kind, Static):
+                columns.append([self.encode(kind.constant)] * n)
                 continue
-            assert m.source is not None
-            arr = rb.column(m.source)
+            assert isinstance(kind, Column)
+            arr = rb.column(kind.source)
             columns.append(json_column(arr) if self.encode is to_json_value else arr.to_pylist())
         if self.match_column:
             arr = rb.column(self.match_column)
