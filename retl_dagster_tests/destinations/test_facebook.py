@@ -6,13 +6,17 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import pydantic
 import pytest
 
 from retl_dagster.cli import _history, _summary_line
 from retl_dagster.components.sync import load_key
-from retl_dagster.destinations.facebook import normalize
+from retl_dagster.destinations import phones
+from retl_dagster.destinations.encoding import run_time
+from retl_dagster.destinations.facebook import FacebookConversionsConfig, normalize
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.facebook import FakeMetaConversions
 from retl_dagster_tests.harness import defs_from_yaml, sql
@@ -28,9 +32,12 @@ def sha(text: str) -> str:
 @pytest.fixture
 def meta(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMetaConversions]:
     monkeypatch.setenv("META_TOKEN", TOKEN)
-    with FakeMetaConversions(TOKEN, PIXEL) as fake:
+    fake = FakeMetaConversions(TOKEN, PIXEL)
+    with fake:
         monkeypatch.setenv("META_URL", fake.url)
         yield fake
+    # Every request any test sent was held to Meta's Business SDK (contracts/facebook.py).
+    assert fake.contract_failures == []
 
 
 DEST = f"""
@@ -122,14 +129,18 @@ def test_customer_information_hashed_as_meta_documents() -> None:
     assert normalize.hash_value("db", "1991-05-26") == sha("19910526")
     assert normalize.hash_value("ge", "Female") == sha("f")
     assert normalize.hash_value("ge", "unknown") is None  # Meta: leave unknown genders out
-    assert normalize.hash_value("external_id", " ABC-123 ") == sha("abc-123")
+    # external_id: trimmed only (Meta's normalisation); its case is part of the id.
+    assert normalize.hash_value("external_id", " ABC-123 ") == sha("ABC-123")
+    assert normalize.hash_value("external_id", "abc-123") != normalize.hash_value(
+        "external_id", "ABC-123"
+    )
     already = sha("john_smith@gmail.com")
     assert normalize.hash_value("em", already.upper()) == already  # hashed values stay
     data = normalize.user_data(
         {"em": ["A@x.com", None], "fbc": "fb.1.1554763741205.AbCd", "client_ip_address": "1.2.3.4"}
     )
     assert data == {
-        "em": [sha("a@x.com")],
+        "em": [sha("a@x.com")],  # hashed keys go as lists, as the SDK sends them
         "fbc": "fb.1.1554763741205.AbCd",  # never hashed
         "client_ip_address": "1.2.3.4",
     }
@@ -143,7 +154,9 @@ def test_purchases_become_hashed_server_events_then_only_new_rows(
     first = run_sync(defs, "purchases_to_meta", instance)
     assert first.status == "succeeded", first.summary
     assert len(meta.events) == 50 and meta.duplicates == 0
-    by_user = {e["user_data"].get("external_id"): e for e in meta.events}
+    by_user = {
+        e["user_data"]["external_id"][0]: e for e in meta.events if "external_id" in e["user_data"]
+    }
     seven = by_user[sha("u7")]
     [(ordered_at,)] = sql(warehouse_path, "select ordered_at from orders where order_id = 7")
     assert seven["event_name"] == "Purchase"
@@ -152,14 +165,14 @@ def test_purchases_become_hashed_server_events_then_only_new_rows(
     assert seven["event_id"].startswith("retl-")
     assert seven["custom_data"] == {"value": 73.5, "currency": "USD"}
     assert seven["user_data"] == {
-        "em": sha("user7@example.com"),
-        "ph": sha("16505550007"),
-        "fn": sha("mary"),
-        "ln": sha("smithjones"),
-        "ct": sha("menlopark"),
-        "zp": sha("94025"),
-        "country": sha("us"),
-        "external_id": sha("u7"),
+        "em": [sha("user7@example.com")],
+        "ph": [sha("16505550007")],
+        "fn": [sha("mary")],
+        "ln": [sha("smithjones")],
+        "ct": [sha("menlopark")],
+        "zp": [sha("94025")],
+        "country": [sha("us")],
+        "external_id": [sha("u7")],
     }
     assert len({e["event_id"] for e in meta.events}) == 50
 
@@ -278,3 +291,93 @@ def test_event_time_from_epoch_and_naive_timestamps() -> None:
     assert unix_seconds("2025-12-31T23:00:00+01:00", now) == int(now.timestamp()) - 7200
     assert unix_seconds(1_767_225_600_000, now) == 1_767_225_600  # milliseconds
     assert unix_seconds(None, now) == int(now.timestamp())
+
+
+def test_phone_numbers_normalised_by_their_country() -> None:
+    # Meta: E.164 digits, no "+"; a national number takes the destination's default country,
+    # given as a calling code or an ISO region; its trunk 0 goes.
+    assert normalize.phone("(650) 555-1212", "1") == "16505551212"
+    assert normalize.phone("(650) 555-1212", "US") == "16505551212"
+    assert normalize.phone("+44 (0)20 7946 0958") == "442079460958"
+    assert normalize.phone("020 7946 0958", "44") == "442079460958"
+    assert normalize.phone("0044 20 7946 0958", "1") == "442079460958"
+    with pytest.raises(phones.PhoneError, match="no country code"):
+        normalize.phone("(650) 555-1212")  # not +6505551212: the country is unknown
+    with pytest.raises(phones.PhoneError, match="not a valid number"):
+        normalize.phone("+1 555")
+    notes: list[str] = []
+    data = normalize.user_data(
+        {"em": "a@x.com", "ph": "(650) 555-1212", "db": "26/05/1991"}, None, notes
+    )
+    assert data == {"em": [sha("a@x.com")]}  # phone and db left out, the rest goes
+    assert len(notes) == 2 and "no country code" in notes[0] and "db is not a date" in notes[1]
+    config: dict[str, Any] = {"access_token": "t", "pixel_id": PIXEL}
+    assert FacebookConversionsConfig.model_validate(config | {"default_phone_country_code": "GB"})
+    with pytest.raises(pydantic.ValidationError, match="neither a country calling code nor"):
+        FacebookConversionsConfig.model_validate(config | {"default_phone_country_code": "XY"})
+    with pytest.raises(pydantic.ValidationError, match="not a country calling code"):
+        FacebookConversionsConfig.model_validate(config | {"default_phone_country_code": "999"})
+
+
+CASES = """create or replace table orders as select * from (values
+    (1, 'U1', '(650) 555-1212', '1991-05-26'),
+    (2, 'u1', '+44 (0)20 7946 0958', '1991-02-30'),
+    (3, 'u3', '650 555 1213', 'not a date')
+) t(order_id, user_id, phone, birthday)"""
+
+CASES_SYNC = """
+name: people_to_meta
+model: {table: orders}
+primary_key: order_id
+destination: meta
+object: Lead
+mode: events
+mappings:
+  - {from: user_id, to: external_id}
+  - {from: phone, to: ph}
+  - {from: birthday, to: db}
+"""
+
+
+def test_phones_external_id_case_a_bad_db_and_the_run_time_as_event_time(
+    meta: FakeMetaConversions,
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sql(warehouse_path, CASES)
+    out = run_sync(defs_from_yaml(DEST, CASES_SYNC), "people_to_meta", instance)
+    assert out.status == "succeeded", out.summary
+    assert out.summary["succeeded"] == 3 and len(meta.events) == 3
+    users = {e["user_data"]["external_id"][0]: e["user_data"] for e in meta.events}
+    # default_phone_country_code 1: (650) 555-1212 is +1 650 555 1212, digits only for Meta
+    assert users[sha("U1")]["ph"] == [sha("16505551212")]
+    assert users[sha("U1")]["db"] == [sha("19910526")]
+    # +44 (0)20 ...: the trunk 0 goes
+    assert users[sha("u1")]["ph"] == [sha("442079460958")]
+    # external_id keeps its case: U1 and u1 are two people
+    assert sha("U1") != sha("u1") and len(users) == 3
+    # a date of birth that is no date leaves db out; the event still goes
+    assert "db" not in users[sha("u1")] and "db" not in users[sha("u3")]
+    assert sum("db is not a date of birth" in r.getMessage() for r in caplog.records) == 2
+    # no event_time mapped: the run's start time, the same on every retry of the run
+    started = int(run_time(out.summary["run_id"]).timestamp())
+    assert {e["event_time"] for e in meta.events} == {started}
+
+
+def test_a_phone_without_a_country_code_is_left_out_with_a_reason(
+    meta: FakeMetaConversions,
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sql(warehouse_path, CASES)
+    dest = DEST.replace('    default_phone_country_code: "1"\n', "")
+    out = run_sync(defs_from_yaml(dest, CASES_SYNC), "people_to_meta", instance)
+    assert out.status == "succeeded", out.summary
+    users = {e["user_data"]["external_id"][0]: e["user_data"] for e in meta.events}
+    assert "ph" not in users[sha("U1")] and "ph" not in users[sha("u3")]  # not +6505551212
+    assert users[sha("u1")]["ph"] == [sha("442079460958")]  # it carries its country code
+    reasons = [r.getMessage() for r in caplog.records if "no country code" in r.getMessage()]
+    assert len(reasons) == 2 and "set default_phone_country_code" in reasons[0]
+    assert "record 1" in " ".join(reasons) and "record 3" in " ".join(reasons)

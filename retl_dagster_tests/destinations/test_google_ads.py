@@ -14,6 +14,7 @@ import pytest
 
 from retl_dagster.cli import _history, _summary_line
 from retl_dagster.components.sync import load_key
+from retl_dagster.destinations import phones
 from retl_dagster.destinations.google_ads import normalize
 from retl_dagster.destinations.google_ads.client import conversion_date_time
 from retl_dagster.runner import run_sync
@@ -51,6 +52,9 @@ def gads(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGoogleAds]:
         monkeypatch.setenv("GADS_URL", fake.url)
         monkeypatch.setenv("GADS_TOKEN_URL", fake.url + "/token")
         yield fake
+    # Every body any test sent parsed into Google's own request protos and kept to what the
+    # service accepts (contracts/google_ads.py).
+    assert fake.contract_failures == []
 
 
 DEST = f"""
@@ -151,6 +155,11 @@ def test_identifiers_normalised_and_hashed_as_google_documents() -> None:
     assert normalize.phone("+1 (650) 555-1212") == "+16505551212"
     assert normalize.phone("0044 20 7031 3000") == "+442070313000"
     assert normalize.phone("(650) 555-1212", "1") == "+16505551212"
+    assert normalize.phone("(650) 555-1212", "US") == "+16505551212"
+    assert normalize.phone("+44 (0)20 7946 0958") == "+442079460958"  # no trunk 0
+    assert normalize.phone("020 7946 0958", "GB") == "+442079460958"
+    with pytest.raises(phones.PhoneError, match="no country code"):
+        normalize.phone("(650) 555-1212")  # not +6505551212
     assert normalize.last_name(" O'Neil ") == "oneil"
     assert normalize.first_name("  Mary   Ann ") == "mary ann"
     ids = normalize.identifiers(
@@ -179,11 +188,24 @@ def test_identifiers_normalised_and_hashed_as_google_documents() -> None:
     assert normalize.identifiers({"email": prehashed.upper()}) == [{"hashedEmail": prehashed}]
     # an address needs all four parts
     assert normalize.identifiers({"first_name": "Jane", "last_name": "Doe"}) == []
+    # click conversions take no address; a phone that cannot be told is left out, with why
+    notes: list[str] = []
+    person = {"email": "a@b.co", "phone": "555 1212", "first_name": "A", "last_name": "B"}
+    person |= {"country_code": "US", "postal_code": "94025"}
+    assert normalize.identifiers(person, None, notes, address=False) == [
+        {"hashedEmail": sha("a@b.co")}
+    ]
+    assert len(notes) == 1 and "no country code" in notes[0]
     assert (
         conversion_date_time("2026-01-02T03:04:05", "America/New_York")
         == "2026-01-02 03:04:05-05:00"
     )
     assert conversion_date_time("2026-07-02T03:04:05+02:00", "UTC") == "2026-07-02 03:04:05+02:00"
+    # epoch seconds are an instant (UTC); a date is midnight in the account's zone
+    assert conversion_date_time(1_767_225_600, "Europe/Paris") == "2026-01-01 00:00:00+00:00"
+    assert conversion_date_time(dt.date(2026, 1, 2), "Europe/Paris") == (
+        "2026-01-02 00:00:00+01:00"
+    )
 
 
 def test_click_conversions_with_partial_failure_and_a_token_refresh(
@@ -387,6 +409,12 @@ def test_declarations_google_ads_cannot_take() -> None:
         )
     with pytest.raises(Exception, match="map a timestamp column to conversion_date_time"):
         defs_from_yaml(DEST, CONVERSIONS.replace("to: conversion_date_time", "to: order_id"))
+    with pytest.raises(
+        Exception, match=r"click conversions take no address identifiers \(first_name\)"
+    ):
+        defs_from_yaml(DEST, CONVERSIONS + "  - {from: amount, to: first_name}\n")
+    with pytest.raises(Exception, match="map email or phone instead"):
+        defs_from_yaml(DEST, CONVERSIONS + "  - {from: amount, to: postal_code}\n")
     with pytest.raises(Exception, match="'zip' is not a property of google_ads"):
         defs_from_yaml(DEST, AUDIENCE.replace("to: postal_code", "to: zip"))
     with pytest.raises(Exception, match="field 'delete_behavior'"):
@@ -394,3 +422,61 @@ def test_declarations_google_ads_cannot_take() -> None:
             DEST,
             AUDIENCE.replace("mode: mirror", "mode: upsert").replace(": delete", ": clear"),
         )
+
+
+def test_enhanced_conversion_phones_in_e164(
+    gads: FakeGoogleAds, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    conversions(warehouse_path, 1, 8, gads)
+    sql(warehouse_path, "alter table conversions add column phone varchar")
+    sql(warehouse_path, "update conversions set phone = '(650) 555-1212' where conversion_id = 4")
+    sql(
+        warehouse_path,
+        "update conversions set phone = '+44 (0)20 7946 0958' where conversion_id = 8",
+    )
+    sync = CONVERSIONS + "  - {from: phone, to: phone}\n"
+    out = run_sync(defs_from_yaml(DEST, sync), "offline_conversions", instance)
+    assert out.status == "succeeded", out.summary
+    leads = {
+        c["conversionValue"]: c["userIdentifiers"] for c in gads.conversions if "gclid" not in c
+    }
+    # default_phone_country_code 1: (650) 555-1212 hashes as +16505551212
+    assert leads[10] == [
+        {"hashedEmail": sha("lead4@gmail.com")},
+        {"hashedPhoneNumber": sha("+16505551212")},
+    ]
+    assert leads[20][1] == {"hashedPhoneNumber": sha("+442079460958")}
+    assert not any(
+        "addressInfo" in i for c in gads.conversions for i in c.get("userIdentifiers", [])
+    )
+
+
+def test_a_phone_without_a_country_code_is_left_out_with_a_reason(
+    gads: FakeGoogleAds,
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    audience(warehouse_path, 4)
+    sql(warehouse_path, "update audience set phone = '(650) 555-1212'")
+    sql(warehouse_path, "update audience set phone = '+44 (0)20 7946 0958' where user_id = 2")
+    sql(warehouse_path, "update audience set email = null, first_name = null where user_id = 3")
+    dest = DEST.replace('    default_phone_country_code: "1"\n', "")
+    out = run_sync(defs_from_yaml(dest, AUDIENCE), "vip_audience", instance)
+    assert out.status == "partial"
+    assert (out.summary["succeeded"], out.summary["rejected"]) == (3, 1)
+    # 3 had only the phone: no identifier left, rejected with the phone's reason
+    [(key, error)] = sql(
+        warehouse_path,
+        "select _retl_key, error from _retl.sync_record_results where status = 'rejected'",
+    )
+    assert key == "3" and error.startswith("no user identifier") and "no country code" in error
+    # the others went with their email (and address), without the phone; +44 kept its own
+    assert gads.members(LIST) == {sha(f"person{i}@gmail.com") for i in (1, 2, 4)}
+    assert gads.members(LIST, "hashedPhoneNumber") == {sha("+442079460958")}
+    reasons = [r.getMessage() for r in caplog.records if "no country code" in r.getMessage()]
+    assert (
+        len(reasons) == 2
+        and "record 1" in reasons[0]
+        and "default_phone_country_code" in reasons[0]
+    )

@@ -15,6 +15,9 @@
 - too many requests in the rolling window: Graph throttling error code 17 ("User request limit
   reached", `is_transient: true`) in a 400, as the Graph API sends it (`throttle_status=429`
   answers with HTTP 429 instead);
+- every request body is checked against Meta's Business SDK (contracts/facebook.py): a key the
+  SDK never sends, or one in another shape (a hashed value not in a list), is a 400 code 100
+  "Invalid parameter" (text paraphrased), recorded in `contract_failures`;
 - success: `{"events_received": n, "messages": [], "fbtrace_id"}`; events with the same
   event_name and event_id as one already received are dropped as duplicates (Meta's
   de-duplication of pixel and server events), counted in `duplicates`.
@@ -31,6 +34,7 @@ from typing import Any
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from retl_dagster_tests.contracts import facebook as contract
 from retl_dagster_tests.fakes.base import FakeServer
 
 MAX_EVENTS = 1000
@@ -95,6 +99,8 @@ class FakeMetaConversions(FakeServer):
         self.events: list[dict[str, Any]] = []
         self.test_events: list[dict[str, Any]] = []
         self.duplicates = 0
+        self.contract_failures: list[list[str]] = []
+        """The problems of each request that broke the SDK's contract."""
         self._seen: set[tuple[str, str]] = set()
 
     def rate_limited(self, request: Request) -> Response:
@@ -203,6 +209,15 @@ class FakeMetaConversions(FakeServer):
                 100,
                 subcode=33,
                 type_="GraphMethodException",
+            )
+        if problems := contract.problems(params):
+            self.contract_failures.append(problems)
+            return graph_error(
+                400,
+                "Invalid parameter",
+                100,
+                title="Invalid Parameter",
+                user_msg="; ".join(problems[:5]),
             )
         data = params.get("data")
         if not isinstance(data, list) or not data:

@@ -29,6 +29,11 @@ endpoint:
   countryCode must be an ISO 3166 alpha-2 code: INVALID_COUNTRY_CODE; with
   enablePartialFailure only the bad operations fail), `:run` (applies the operations to the
   list at once; Google takes up to a day);
+- every API request body is parsed into its request proto of the `google-ads` package with
+  unknown fields refused and held to what the service accepts (contracts/google_ads.py): a
+  body that fails is a 400 INVALID_ARGUMENT (a google.rpc.BadRequest when it does not parse,
+  a GoogleAdsFailure such as conversionUploadError.UNSUPPORTED_USER_IDENTIFIER for an
+  addressInfo on a click conversion), recorded in `contract_failures`;
 - `googleAds:search` of `user_list.match_rate_percentage`: the share of the list's hashed
   emails the fake "knows" (`known_emails`), left out while `match_rate_ready` is false.
 """
@@ -45,6 +50,7 @@ from typing import Any
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from retl_dagster_tests.contracts import google_ads as contract
 from retl_dagster_tests.fakes.base import FakeServer
 
 MAX_CONVERSIONS = 2000
@@ -139,6 +145,8 @@ class FakeGoogleAds(FakeServer):
         self.match_rate_ready = True
         self._ids = itertools.count(1000)
         self._seen_conversions: set[tuple[str, str, str]] = set()
+        self.contract_failures: list[list[contract.Violation]] = []
+        """The violations of each request whose body broke the API's contract."""
 
     # -- helpers ------------------------------------------------------------------------------
     def failure(self, status: int, rpc: str, message: str, errors: list[dict]) -> Response:
@@ -238,7 +246,36 @@ class FakeGoogleAds(FakeServer):
                     )
                 ],
             )
-        return None
+        # Credentials pass: every API call's body is then held to the API's contract.
+        return self._contract(request)
+
+    def _contract(self, request: Request) -> Response | None:
+        """The body against Google's own request proto and the service's rules."""
+        found = contract.violations(request.path, request.get_json(silent=True))
+        if not found:
+            return None
+        self.contract_failures.append(found)
+        if any(v.code is None for v in found):  # does not parse: JSON transcoding's answer
+            return _json(
+                400,
+                {
+                    "error": {
+                        "code": 400,
+                        "message": found[0].message,
+                        "status": "INVALID_ARGUMENT",
+                        "details": [
+                            {
+                                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                                "fieldViolations": [{"description": v.message} for v in found],
+                            }
+                        ],
+                    }
+                },
+            )
+        errors = [ads_error(*v.code, v.message, *v.path) for v in found if v.code]
+        return self.failure(
+            400, "INVALID_ARGUMENT", "Request contains an invalid argument.", errors
+        )
 
     def _not_pending(self) -> Response:
         # Google's exact error code for this is not documented; the fake only refuses it.
@@ -406,7 +443,8 @@ class FakeGoogleAds(FakeServer):
                     )
                 ],
             )
-        results, errors = [], []
+        results: list[dict[str, Any]] = []
+        errors: list[dict] = []
         for i, c in enumerate(conversions):
             error = self._conversion_error(i, c)
             if error:

@@ -6,12 +6,16 @@ a refused request is halved until the bad event is isolated and only it is rejec
 
 A 2xx answer says `events_received` and nothing about matching, so runs show how many events
 carried a customer identifier and no match rate.
+
+An event's time is its mapped `event_time`; rows that map none (or hold none) take the run's
+start time, the same on every retry and replay (Meta drops a resend by event_id + event_name).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from typing import Any, ClassVar
 
 import httpx
@@ -24,10 +28,13 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
+from retl_dagster.destinations.encoding import parse_event_time
 from retl_dagster.destinations.facebook import normalize
 from retl_dagster.destinations.facebook.config import MAX_EVENTS, FacebookConversionsConfig
 from retl_dagster.destinations.facebook.exceptions import FacebookAuthError, InvalidValue
 from retl_dagster.destinations.http import HttpClient, error_object, error_text
+
+log = logging.getLogger(__name__)
 
 THROTTLING_CODES = frozenset({4, 17, 32, 613, 80004})
 """Graph API rate limiting: application, user, page, custom and ads-management call limits."""
@@ -89,21 +96,14 @@ def event_id(sync: str, key: str) -> str:
     return "retl-" + hashlib.sha256(f"{sync}\x1f{key}".encode()).hexdigest()[:32]
 
 
-def unix_seconds(value: Any, now: dt.datetime) -> int:
-    """`event_time` from a timestamp column (ISO text, a date, or epoch seconds / millis)."""
+def unix_seconds(value: Any, default: dt.datetime) -> int:
+    """`event_time` (Unix seconds) from a mapped timestamp; `default` when the row has none."""
     if value is None or value == "":
-        return int(now.timestamp())
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value / 1000 if value > 1e11 else value)
+        return int(default.timestamp())
     try:
-        parsed = dt.datetime.fromisoformat(str(value))
-    except ValueError:
-        raise InvalidValue(
-            f"event_time '{value}' is not a timestamp; map a TIMESTAMP column (or epoch seconds)"
-        ) from None
-    if parsed.tzinfo is None:  # a naive warehouse timestamp is taken as UTC
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return int(parsed.timestamp())
+        return int(parse_event_time(value).timestamp())
+    except ValueError as exc:
+        raise InvalidValue(str(exc)) from None
 
 
 class FacebookConversionsDestination(Destination):
@@ -113,6 +113,7 @@ class FacebookConversionsDestination(Destination):
     delete_behaviors = frozenset({"nothing"})
     max_batch_size = MAX_EVENTS
     reports_match = True
+    event_time_field = "event_time"
 
     def __init__(self, name: str, config: FacebookConversionsConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
@@ -144,19 +145,19 @@ class FacebookConversionsDestination(Destination):
                 )
         return problems
 
-    def _event(self, batch: Batch, record: Record, now: dt.datetime) -> dict[str, Any]:
+    def _event(self, batch: Batch, record: Record, notes: list[str]) -> dict[str, Any]:
         fields = dict(record.fields)
         name = fields.get("event_name") or batch.object
         if not name:
             raise InvalidValue("no event name: the row's event_name is empty")
-        event_time = unix_seconds(fields.get("event_time"), now)
+        event_time = unix_seconds(fields.get("event_time"), batch.run_time)
         event: dict[str, Any] = {
             "event_name": str(name),
             "event_time": event_time,
             # A mapped event_id (the one the browser pixel sent) lets Meta drop the duplicate.
             "event_id": str(fields.get("event_id") or event_id(batch.sync, record.key)),
             "action_source": fields.get("action_source") or self.config.action_source,
-            "user_data": normalize.user_data(fields, self.config.default_phone_country_code),
+            "user_data": normalize.user_data(fields, self.config.default_phone_country_code, notes),
         }
         for key in SERVER_EVENT_KEYS:
             if fields.get(key) is not None:
@@ -172,13 +173,16 @@ class FacebookConversionsDestination(Destination):
 
     def deliver(self, batch: Batch) -> BatchResult:
         out = BatchResult()
-        now = dt.datetime.now(dt.UTC)
         events: list[tuple[Record, dict[str, Any]]] = []
         for record in batch.records:
+            notes: list[str] = []
             try:
-                events.append((record, self._event(batch, record, now)))
+                events.append((record, self._event(batch, record, notes)))
             except InvalidValue as exc:
                 out.rejected[record.key] = str(exc)
+                continue
+            for note in notes:  # a field left out; the event itself goes
+                log.warning("destination '%s', record %s: %s", self.name, record.key, note)
         for i in range(0, len(events), MAX_EVENTS):
             self._send(events[i : i + MAX_EVENTS], out)
         out.identified = sum(

@@ -4,6 +4,7 @@ from typing import Literal
 
 import pydantic
 
+from retl_dagster.destinations import phones
 from retl_dagster.destinations.http import HttpSettings
 
 MAX_EVENTS = 1000
@@ -37,7 +38,16 @@ class FacebookConversionsConfig(HttpSettings):
     `website` events also need `client_user_agent` and `event_source_url`."""
     test_event_code: str | None = None
     """Events Manager's Test Events code: events show there and are not used for ads."""
-    default_phone_country_code: str | None = pydantic.Field(default=None, pattern=r"^\d{1,4}$")
-    """Country calling code (e.g. `1`) for phone numbers stored without one (no `+` or `00`);
-    Meta matches only numbers that carry their country code."""
+    default_phone_country_code: str | None = pydantic.Field(
+        default=None, pattern=r"^(\+?\d{1,4}|[A-Za-z]{2})$"
+    )
+    """Country calling code (`1`, `44`) or ISO region (`US`, `GB`) of phone numbers stored
+    without one (no `+` or `00`). Without it such numbers are left out of the event: Meta
+    matches only numbers that carry their country code."""
     batch_size: int = pydantic.Field(default=MAX_EVENTS, ge=1, le=MAX_EVENTS)
+
+    @pydantic.field_validator("default_phone_country_code")
+    @classmethod
+    def _known_country(cls, value: str | None) -> str | None:
+        phones.region(value)  # raises ValueError naming the value
+        return value

@@ -2,7 +2,9 @@
 documents them (developers.facebook.com, "Customer Information Parameters"): the same person
 must hash to the same value as Meta's own pixel and SDKs produce, or nothing matches.
 
-A value that already is a SHA-256 hex digest is passed on as it is (lower-cased).
+A value that already is a SHA-256 hex digest is passed on as it is (lower-cased). Hashed keys go
+out as lists, as Meta's Business SDK sends them. A phone number or date of birth that cannot be
+normalised is left out of the event (with a reason), not the whole event.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+from retl_dagster.destinations import phones
 from retl_dagster.destinations.facebook.exceptions import InvalidValue
 
 HASHED_KEYS = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")
 """Keys Meta wants hashed (external_id: hashing recommended; we always hash it)."""
+LEFT_OUT_WHEN_INVALID = ("ph", "db")
+"""Keys whose unusable value is dropped from the event (which still goes) rather than failing
+it: the event's other identifiers still match."""
 UNHASHED_KEYS = (
     "client_ip_address",
     "client_user_agent",
@@ -102,14 +108,11 @@ def email(value: Any) -> str:
 
 
 def phone(value: Any, default_country_code: str | None = None) -> str:
-    """Digits only, country code first, no leading zeros (`+1 (650) 555-1212` ->
-    `16505551212`). A number written without `+` or `00` gets `default_country_code`."""
-    raw = str(value).strip()
-    digits = re.sub(r"\D", "", raw)
-    has_country = raw.startswith("+") or raw.startswith("00")
-    if not has_country and default_country_code:
-        digits = default_country_code + digits.lstrip("0")
-    return digits.lstrip("0")
+    """E.164 digits without the `+`, as Meta asks (`+1 (650) 555-1212` -> `16505551212`,
+    `+44 (0)20 7946 0958` -> `442079460958`). A number written without `+` or `00` is national
+    to `default_country_code` (calling code or region); raises phones.PhoneError when the
+    country cannot be told or the number is invalid."""
+    return phones.e164(value, default_country_code).lstrip("+")
 
 
 def name(value: Any) -> str:
@@ -159,8 +162,9 @@ def date_of_birth(value: Any) -> str:
             raise ValueError(text)
         return dt.date(int(m[1]), int(m[2]), int(m[3])).strftime("%Y%m%d")
     except ValueError:
+        # The value itself stays out of the reason: reasons are logged.
         raise InvalidValue(
-            f"db '{value}' is not a date of birth (YYYY-MM-DD or YYYYMMDD)"
+            "db is not a date of birth (YYYY-MM-DD or YYYYMMDD), so it was left out"
         ) from None
 
 
@@ -171,8 +175,10 @@ def gender(value: Any) -> str:
 
 
 def external_id(value: Any) -> str:
-    """Trimmed and lower-cased, so the warehouse's id hashes like the pixel's."""
-    return _text(value)
+    """Trimmed only: Meta's normalisation of external_id is trimming, and the pixel sends the
+    id with its case (lower-casing would make `AB1` and `ab1` one person and hash unlike the
+    pixel's)."""
+    return str(value).strip()
 
 
 NORMALIZERS: dict[str, Callable[[Any], str]] = {
@@ -205,9 +211,15 @@ def hash_value(
     return sha256(normalized) if normalized else None
 
 
-def user_data(fields: dict[str, Any], phone_country_code: str | None = None) -> dict[str, Any]:
+def user_data(
+    fields: dict[str, Any],
+    phone_country_code: str | None = None,
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
     """Meta's `user_data` from a record's mapped customer information keys: hashed keys
-    normalised and hashed (lists element by element), the others as they are."""
+    normalised, hashed and sent as lists (element by element, duplicates once, as the SDK
+    does), the others as they are. A phone or date of birth that cannot be normalised is left
+    out and its reason appended to `notes`."""
     raw_country = fields.get("country")
     country = None
     if raw_country not in (None, "") and not _SHA256.match(str(raw_country).lower()):
@@ -220,14 +232,20 @@ def user_data(fields: dict[str, Any], phone_country_code: str | None = None) -> 
         if key in UNHASHED_KEYS:
             out[key] = value
             continue
-        values = value if isinstance(value, list) else [value]
-        hashed = [
-            h
-            for v in values
-            if (h := hash_value(key, v, country=country, phone_country_code=phone_country_code))
-        ]
+        hashed: list[str] = []
+        for v in value if isinstance(value, list) else [value]:
+            try:
+                h = hash_value(key, v, country=country, phone_country_code=phone_country_code)
+            except ValueError as exc:
+                if key not in LEFT_OUT_WHEN_INVALID:
+                    raise
+                if notes is not None:
+                    notes.append(str(exc))
+                continue
+            if h and h not in hashed:
+                hashed.append(h)
         if hashed:
-            out[key] = hashed if isinstance(value, list) else hashed[0]
+            out[key] = hashed
     return out
 
 

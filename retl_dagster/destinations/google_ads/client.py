@@ -3,8 +3,9 @@
 - `click_conversions` (mode events): offline click conversions through
   `customers/{id}:uploadClickConversions` with `partialFailure: true`, at most 2,000 a request;
   each failed conversion is found by its index in `partialFailureError` and only that row is
-  rejected, with Google's code and message. Enhanced conversions: hashed email, phone and
-  address ride along as `userIdentifiers`.
+  rejected, with Google's code and message. Enhanced conversions: hashed email and phone ride
+  along as `userIdentifiers` (Google takes address identifiers only for Customer Match, store
+  sales and conversion adjustments, not for click conversion uploads).
 - `customer_match:<user_list_id>` (modes upsert, mirror): members of a Customer Match list
   through offline user data jobs (create, addOperations with partial failure, run). After the
   load, the list's own `match_rate_percentage` is the run's match rate.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import zoneinfo
 from typing import Any, ClassVar
 
@@ -27,6 +29,7 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
+from retl_dagster.destinations.encoding import parse_event_time
 from retl_dagster.destinations.google_ads import normalize
 from retl_dagster.destinations.google_ads.api import GoogleAdsApi, describe, parse_errors
 from retl_dagster.destinations.google_ads.config import (
@@ -35,6 +38,8 @@ from retl_dagster.destinations.google_ads.config import (
     GoogleAdsConfig,
 )
 from retl_dagster.destinations.google_ads.exceptions import InvalidValue
+
+log = logging.getLogger(__name__)
 
 CLICK_CONVERSIONS = "click_conversions"
 CUSTOMER_MATCH = "customer_match:"
@@ -46,8 +51,10 @@ CONVERSION_FIELDS = (
     "conversion_value",
     "currency_code",
     "order_id",
-    *normalize.IDENTIFIER_FIELDS,
+    "email",
+    "phone",
 )
+"""Mappable on click_conversions: no address parts (Google refuses addressInfo there)."""
 ALREADY_THERE = "conversionUploadError.CLICK_CONVERSION_ALREADY_EXISTS"
 """Google already has this conversion (same click, action and time): a resend of one it
 acknowledged before, so it counts as delivered, not as rejected."""
@@ -58,6 +65,20 @@ def order_id(sync: str, key: str) -> str:
     return "retl-" + hashlib.sha256(f"{sync}\x1f{key}".encode()).hexdigest()[:32]
 
 
+def _naive(value: Any) -> bool:
+    """Whether a timestamp carries no offset (an epoch number is an instant: never naive)."""
+    if isinstance(value, dt.datetime):
+        return value.tzinfo is None
+    if isinstance(value, dt.date):
+        return True
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value.strip()).tzinfo is None
+        except ValueError:
+            return False
+    return False
+
+
 def conversion_date_time(value: Any, zone: str) -> str:
     """`yyyy-mm-dd hh:mm:ss+|-hh:mm` from a timestamp; one without an offset is in `zone`."""
     if value is None or value == "":
@@ -65,12 +86,10 @@ def conversion_date_time(value: Any, zone: str) -> str:
             "conversion_date_time is empty: Google needs when the conversion happened"
         )
     try:
-        parsed = dt.datetime.fromisoformat(str(value))
-    except ValueError:
-        raise InvalidValue(
-            f"conversion_date_time '{value}' is not a timestamp; map a TIMESTAMP column"
-        ) from None
-    if parsed.tzinfo is None:
+        parsed = parse_event_time(value)
+    except ValueError as exc:
+        raise InvalidValue(f"conversion_date_time: {exc}") from None
+    if _naive(value):  # the account's zone, not UTC (parse_event_time's default for naive)
         parsed = parsed.replace(tzinfo=zoneinfo.ZoneInfo(zone))
     offset = parsed.utcoffset() or dt.timedelta(0)
     sign = "-" if offset < dt.timedelta(0) else "+"
@@ -86,6 +105,7 @@ class GoogleAdsDestination(Destination):
     max_batch_size = MAX_RECORDS
     requires_object = True
     reports_match = True
+    event_time_field = "conversion_date_time"
 
     def __init__(self, name: str, config: GoogleAdsConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
@@ -111,7 +131,21 @@ class GoogleAdsDestination(Destination):
                     "use click_conversions, or customer_match:<user list id>",
                 )
             ]
-        problems = cls.unknown_properties(sync, allowed)
+        problems: list[Problem] = []
+        if object_ == CLICK_CONVERSIONS:
+            for i, f in enumerate(sync.fields):
+                if f in normalize.ADDRESS_FIELDS:
+                    problems.append(
+                        (
+                            f"mappings[{i}].to",
+                            f"click conversions take no address identifiers ({f}): Google "
+                            "accepts addresses only for Customer Match, store sales and "
+                            "conversion adjustments",
+                            "map email or phone instead, or remove this mapping",
+                        )
+                    )
+            allowed = (*allowed, *normalize.ADDRESS_FIELDS)  # said above, not twice
+        problems += cls.unknown_properties(sync, allowed)
         if sync.mode not in modes:
             problems.append(
                 ("mode", f"{object_} takes mode {' or '.join(modes)}", f"use mode {modes[0]}")
@@ -157,6 +191,11 @@ class GoogleAdsDestination(Destination):
             return self._conversions(batch)
         return self._customer_match(batch)
 
+    def _left_out(self, record: Record, notes: list[str]) -> None:
+        """Say which identifiers a record that still goes was sent without, and why."""
+        for note in notes:
+            log.warning("destination '%s', record %s: %s", self.name, record.key, note)
+
     # -- click conversions --------------------------------------------------------------------
     def _action(self, value: Any) -> str:
         action = str(value or self.config.conversion_action or "")
@@ -172,7 +211,7 @@ class GoogleAdsDestination(Destination):
             consent["adPersonalization"] = self.config.ad_personalization_consent
         return consent
 
-    def _conversion(self, batch: Batch, record: Record) -> dict[str, Any]:
+    def _conversion(self, batch: Batch, record: Record, notes: list[str]) -> dict[str, Any]:
         f = record.fields
         conversion: dict[str, Any] = {
             "conversionAction": self._action(f.get("conversion_action")),
@@ -190,13 +229,20 @@ class GoogleAdsDestination(Destination):
         currency = f.get("currency_code") or self.config.currency_code
         if currency:
             conversion["currencyCode"] = str(currency)
-        identifiers = normalize.identifiers(f, self.config.default_phone_country_code)
+        identifiers = normalize.identifiers(
+            f, self.config.default_phone_country_code, notes, address=False
+        )
         if identifiers:
             conversion["userIdentifiers"] = identifiers
         if not click and not identifiers:
             raise InvalidValue(
-                "no gclid, gbraid, wbraid or user identifier (email, phone, address): Google "
-                "cannot attribute this conversion"
+                "; ".join(
+                    [
+                        "no gclid, gbraid, wbraid or user identifier (email, phone): Google "
+                        "cannot attribute this conversion",
+                        *notes,
+                    ]
+                )
             )
         if consent := self._consent():
             conversion["consent"] = consent
@@ -206,10 +252,13 @@ class GoogleAdsDestination(Destination):
         out = BatchResult(identified=0)
         items: list[tuple[Record, dict[str, Any]]] = []
         for record in batch.records:
+            notes: list[str] = []
             try:
-                items.append((record, self._conversion(batch, record)))
+                items.append((record, self._conversion(batch, record, notes)))
             except InvalidValue as exc:
                 out.rejected[record.key] = str(exc)
+                continue
+            self._left_out(record, notes)
         for i in range(0, len(items), MAX_CONVERSIONS):
             self._upload(items[i : i + MAX_CONVERSIONS], out)
         # Every conversion sent carries a click id or an identifier, or it was not sent.
@@ -280,19 +329,20 @@ class GoogleAdsDestination(Destination):
                         "destination id in state), so it cannot be removed from the list"
                     )
                 continue
-            try:
-                current = normalize.identifiers(
-                    record.fields, self.config.default_phone_country_code
-                )
-            except InvalidValue as exc:
-                out.rejected[record.key] = str(exc)
-                continue
+            notes: list[str] = []
+            current = normalize.identifiers(
+                record.fields, self.config.default_phone_country_code, notes
+            )
             if not current:
-                out.rejected[record.key] = (
-                    "no user identifier: Customer Match needs an email, a phone number, or "
-                    "first_name + last_name + country_code + postal_code"
+                out.rejected[record.key] = "; ".join(
+                    [
+                        "no user identifier: Customer Match needs an email, a phone number, or "
+                        "first_name + last_name + country_code + postal_code",
+                        *notes,
+                    ]
                 )
                 continue
+            self._left_out(record, notes)
             now = {normalize.canonical(i) for i in current}
             stale = [i for i in previous if normalize.canonical(i) not in now]
             if stale:  # an email or phone that changed: the old one leaves the list

@@ -4,6 +4,7 @@ from typing import Literal
 
 import pydantic
 
+from retl_dagster.destinations import phones
 from retl_dagster.destinations.http import HttpSettings
 
 MAX_CONVERSIONS = 2000
@@ -45,10 +46,18 @@ class GoogleAdsConfig(HttpSettings):
     """Consent to send user data to Google for advertising, sent with every conversion and
     Customer Match job when set (EEA users need it)."""
     ad_personalization_consent: Consent | None = None
-    default_phone_country_code: str | None = pydantic.Field(default=None, pattern=r"^\d{1,4}$")
-    """Country calling code (e.g. `1`) for phone numbers stored without `+` or `00`; E.164
-    needs one."""
+    default_phone_country_code: str | None = pydantic.Field(
+        default=None, pattern=r"^(\+?\d{1,4}|[A-Za-z]{2})$"
+    )
+    """Country calling code (`1`, `44`) or ISO region (`US`, `GB`) of phone numbers stored
+    without `+` or `00`; E.164 needs one, so without it such numbers are left out."""
     identifiers_per_request: int = pydantic.Field(default=10_000, ge=1, le=MAX_IDENTIFIERS)
     """Customer Match: identifiers per addOperations call (Google suggests 10,000; 100,000 max)."""
     batch_size: int = pydantic.Field(default=10_000, ge=1, le=MAX_RECORDS)
     """Records per batch: a Customer Match job each; conversions go 2,000 a request."""
+
+    @pydantic.field_validator("default_phone_country_code")
+    @classmethod
+    def _known_country(cls, value: str | None) -> str | None:
+        phones.region(value)  # raises ValueError naming the value
+        return value

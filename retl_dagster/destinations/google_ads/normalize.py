@@ -3,7 +3,8 @@
 lower-case, no dots before `@gmail.com` / `@googlemail.com`, phone numbers in E.164. Country
 code and postal code are sent as they are (Google does not want them hashed).
 
-A value that already is a SHA-256 hex digest is passed on as it is (lower-cased).
+A value that already is a SHA-256 hex digest is passed on as it is (lower-cased). A phone number
+that cannot be put in E.164 is left out (with a reason); the record's other identifiers still go.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import unicodedata
 from typing import Any
 
-from retl_dagster.destinations.google_ads.exceptions import InvalidValue
+from retl_dagster.destinations import phones
 
 IDENTIFIER_FIELDS = ("email", "phone", "first_name", "last_name", "country_code", "postal_code")
 ADDRESS_FIELDS = ("first_name", "last_name", "country_code", "postal_code")
@@ -44,18 +45,11 @@ def email(value: Any) -> str:
 
 
 def phone(value: Any, default_country_code: str | None = None) -> str:
-    """E.164: `+` then country code and number, digits only (`+1 (650) 555-1212` ->
-    `+16505551212`). A number without `+` or `00` gets `default_country_code` when set, and
-    is otherwise taken to start with its country code."""
-    raw = str(value).strip()
-    digits = re.sub(r"\D", "", raw)
-    if raw.startswith("00"):
-        digits = digits[2:]
-    elif not raw.startswith("+") and default_country_code:
-        digits = default_country_code + digits.lstrip("0")
-    if not digits:
-        raise InvalidValue(f"phone '{value}' has no digits")
-    return "+" + digits
+    """E.164 with its `+` (`+1 (650) 555-1212` -> `+16505551212`, `+44 (0)20 7946 0958` ->
+    `+442079460958`). A number without `+` or `00` is national to `default_country_code`
+    (calling code or region); raises phones.PhoneError when the country cannot be told or the
+    number is invalid."""
+    return phones.e164(value, default_country_code)
 
 
 def first_name(value: Any) -> str:
@@ -73,9 +67,16 @@ def hashed(normalizer: Any, value: Any, *args: Any) -> str:
     return _prehashed(value) or sha256(normalizer(value, *args))
 
 
-def identifiers(fields: dict[str, Any], phone_country_code: str | None = None) -> list[Identifier]:
-    """The record's user identifiers: hashed email, hashed E.164 phone, and an address (hashed
-    first and last name with country and postal code, all four needed)."""
+def identifiers(
+    fields: dict[str, Any],
+    phone_country_code: str | None = None,
+    notes: list[str] | None = None,
+    *,
+    address: bool = True,
+) -> list[Identifier]:
+    """The record's user identifiers: hashed email, hashed E.164 phone, and (with `address`)
+    an address: hashed first and last name with country and postal code, all four needed. A
+    phone that cannot be normalised is left out, its reason appended to `notes`."""
     out: list[Identifier] = []
 
     def present(key: str) -> bool:
@@ -84,8 +85,12 @@ def identifiers(fields: dict[str, Any], phone_country_code: str | None = None) -
     if present("email"):
         out.append({"hashedEmail": hashed(email, fields["email"])})
     if present("phone"):
-        out.append({"hashedPhoneNumber": hashed(phone, fields["phone"], phone_country_code)})
-    if all(present(k) for k in ADDRESS_FIELDS):
+        try:
+            out.append({"hashedPhoneNumber": hashed(phone, fields["phone"], phone_country_code)})
+        except phones.PhoneError as exc:
+            if notes is not None:
+                notes.append(str(exc))
+    if address and all(present(k) for k in ADDRESS_FIELDS):
         out.append(
             {
                 "addressInfo": {
