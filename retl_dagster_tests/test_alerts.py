@@ -49,10 +49,13 @@ def smtp() -> Iterator[tuple[_Inbox, int]]:
 
 @pytest.fixture
 def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
+    fake = FakeSlack()
+    with fake:
         monkeypatch.setenv("SLACK_WEBHOOK_URL", fake.webhook_url)
         monkeypatch.setenv("RETL_UI_URL", "http://dagster.example:3000")
         yield fake
+    # Every payload fitted Slack's Block Kit models and escaping rule (contracts/slack.py).
+    assert fake.contract_errors == []
 
 
 def alerting(smtp_port: int) -> tuple[str, str]:
@@ -124,6 +127,36 @@ def test_a_partial_run_alerts_with_counts_and_first_errors(
     assert "plan not allowed" in mail.get_payload(decode=True).decode()
     for text in [str(message), mail.as_string()]:
         assert WEBHOOK_SECRET not in text and slack.hook not in text
+
+
+def test_an_error_with_markup_arrives_escaped_in_slack(
+    receiver: WebhookReceiver,
+    slack: FakeSlack,
+    smtp: tuple[_Inbox, int],
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
+) -> None:
+    inbox, port = smtp
+    alerts, sync = alerting(port)
+    make_customers(warehouse_path, 4)
+    receiver.reject = lambda r: "<script>alert(1)</script> & <!channel>"
+    defs = defs_from_yaml(WEBHOOK_DESTINATION, sync, alerts=alerts)
+    outcome = run_sync(defs, "customers_hook", instance)
+    assert outcome.status == "partial"
+    evaluate_run_status_sensor(defs, instance, outcome, "retl_customers_hook_partial_alert")
+    [message] = slack.messages
+    errors = message["blocks"][2]["text"]["text"]
+    # Shown as typed, never parsed by Slack (no @channel ping, no markup).
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;!channel&gt;" in errors
+    assert "<script>" not in str(message) and "<!channel>" not in str(message)
+    # Our own link stays a link.
+    assert message["text"].endswith(
+        f" <http://dagster.example:3000/runs/{outcome.result.run_id}|run>"
+    )
+    # Email is plain text: the error as it was.
+    mail = inbox.messages[0].get_payload(decode=True)
+    assert isinstance(mail, bytes)
+    assert "<script>alert(1)</script> & <!channel>" in mail.decode()
 
 
 def test_a_healthy_run_sends_nothing(

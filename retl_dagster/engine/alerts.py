@@ -50,22 +50,32 @@ class RunAlert:
         )
 
 
+def slack_escape(text: str) -> str:
+    """Text for a Slack mrkdwn field: Slack parses `&`, `<` and `>` as control characters
+    (links, mentions), so text we did not write (error messages, names) must carry them as
+    the HTML entities Slack documents. Our own links are added after escaping."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_payload(alert: RunAlert) -> dict[str, Any]:
-    """Slack's incoming-webhook format: `text` (notifications, fallback) plus Block Kit blocks."""
+    """Slack's incoming-webhook format: `text` (notifications, fallback) plus Block Kit blocks.
+    Every mrkdwn text is escaped; the header is plain_text, which Slack does not parse."""
+    esc = slack_escape
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": alert.headline[:150]}},
         {
             "type": "section",
             "fields": [
-                {"type": "mrkdwn", "text": f"*Sync*\n{alert.sync}"},
-                {"type": "mrkdwn", "text": f"*Status*\n{alert.status}"},
-                {"type": "mrkdwn", "text": f"*Run*\n{alert.run_id}"},
-                {"type": "mrkdwn", "text": f"*Counts*\n{alert.count_line() or 'n/a'}"},
+                {"type": "mrkdwn", "text": f"*Sync*\n{esc(alert.sync)}"},
+                {"type": "mrkdwn", "text": f"*Status*\n{esc(alert.status)}"},
+                {"type": "mrkdwn", "text": f"*Run*\n{esc(alert.run_id)}"},
+                {"type": "mrkdwn", "text": f"*Counts*\n{esc(alert.count_line() or 'n/a')}"},
             ],
         },
     ]
     if alert.errors:
-        listing = "\n".join(f"• {e[:500]}" for e in alert.errors[:MAX_ERRORS])
+        # Cut before escaping, so an entity is never cut in half.
+        listing = "\n".join(f"• {esc(e[:500])}" for e in alert.errors[:MAX_ERRORS])
         blocks.append(
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*First errors*\n{listing}"}}
         )
@@ -82,7 +92,10 @@ def slack_payload(alert: RunAlert) -> dict[str, Any]:
                 ],
             }
         )
-    text = f"{alert.headline}: {alert.count_line()}" + (f" <{alert.url}|run>" if alert.url else "")
+    # `text` is mrkdwn too (notifications): escape ours, then add our own link, unescaped.
+    text = esc(f"{alert.headline}: {alert.count_line()}")
+    if alert.url:
+        text += f" <{alert.url}|run>"
     return {"text": text, "blocks": blocks}
 
 

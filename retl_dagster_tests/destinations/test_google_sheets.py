@@ -64,6 +64,8 @@ def google(
         monkeypatch.setenv("GOOGLE_SA_JSON", key_json(private_key, f"{fake.url}/token"))
         monkeypatch.setenv("SHEETS_URL", fake.url)
         yield fake
+    # Every request any test sent fitted Sheets' discovery document (contracts/google_sheets.py).
+    assert fake.contract_errors == []
 
 
 def destination(extra: str = "") -> str:

@@ -9,6 +9,8 @@ import dagster as dg
 import pytest
 
 from retl_dagster.components.references import remote_property_errors
+from retl_dagster.destinations.base import Batch, Record
+from retl_dagster.destinations.hubspot import HubSpotConfig, HubSpotDestination
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.hubspot import FakeHubSpot
 from retl_dagster_tests.harness import defs_from_yaml, sql
@@ -19,9 +21,12 @@ TOKEN = "pat-na1-fake-token"
 @pytest.fixture
 def hubspot(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHubSpot]:
     monkeypatch.setenv("HUBSPOT_TOKEN", TOKEN)
-    with FakeHubSpot(TOKEN) as fake:
+    fake = FakeHubSpot(TOKEN)
+    with fake:
         monkeypatch.setenv("HUBSPOT_URL", fake.url)
         yield fake
+    # Every body any test sent matched HubSpot's own request models (contracts/hubspot.py).
+    assert fake.contract_errors == []
 
 
 def destination(extra: str = "") -> str:
@@ -247,3 +252,73 @@ def test_secrets_appear_nowhere(
     blob = "\n".join(texts)
     assert "INVALID_AUTHENTICATION" in blob and "INVALID_EMAIL" in blob  # the errors are there
     assert TOKEN not in blob and "pat-na1-wrong-secret-token" not in blob
+
+
+def test_numbers_booleans_dates_and_nulls_arrive_as_hubspots_strings(
+    hubspot: FakeHubSpot, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    sql(
+        warehouse_path,
+        """create or replace table people as select * from (values
+        (1, 'a@example.com', 1234.5::decimal(10, 2), true, date '2015-05-01',
+            timestamp '2015-04-02 18:02:46', null::varchar),
+        (2, 'b@example.com', 7::decimal(10, 2), false, date '2024-02-29',
+            timestamptz '2024-02-29 12:00:00+01:00', 'Paris')
+        ) t(id, email, ltv, newsletter, signup_date, last_seen, city)""",
+    )
+    config = sync("upsert", "nothing").replace(
+        "  - {from: first, to: firstname}\n  - {from: plan, to: plan}\n",
+        "  - {from: ltv, to: ltv}\n  - {from: newsletter, to: newsletter}\n"
+        "  - {from: signup_date, to: signup_date}\n  - {from: last_seen, to: last_seen}\n"
+        "  - {from: city, to: city}\n",
+    )
+    outcome = run_sync(defs_from_yaml(destination(), config), "contacts", instance)
+    assert outcome.status == "succeeded", outcome.summary
+    a, b = contacts(hubspot)["a@example.com"], contacts(hubspot)["b@example.com"]
+    # HubSpot's docs: numbers as decimal text, checkboxes "true"/"false", date properties as
+    # Unix ms at midnight UTC, datetimes as Unix ms; "" clears a property.
+    assert (a["ltv"], a["newsletter"], a["city"]) == ("1234.5", "true", "")
+    assert (b["ltv"], b["newsletter"], b["city"]) == ("7", "false", "Paris")
+    assert a["signup_date"] == "1430438400000"  # 2015-05-01T00:00:00Z
+    assert a["last_seen"] == "1427997766000"  # 2015-04-02T18:02:46Z, HubSpot's own example
+    assert b["signup_date"] == "1709164800000"
+    assert b["last_seen"] == "1709204400000"  # 11:00 UTC
+    [body] = [e.body for e in hubspot.log if "/batch/upsert" in e.path]
+    assert all(isinstance(v, str) for item in body["inputs"] for v in item["properties"].values())
+
+
+def test_an_object_mapping_fails_the_run_before_anything_is_sent(
+    hubspot: FakeHubSpot, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    people(warehouse_path, 3)
+    config = sync("upsert", "nothing").replace(
+        "  - {from: plan, to: plan}\n", "  - {to: city, object: {name: first, tier: plan}}\n"
+    )
+    outcome = run_sync(defs_from_yaml(destination(), config), "contacts", instance)
+    assert outcome.status == "failed"
+    error = str(outcome.summary["error"])
+    assert "field 'mappings[2]'" in error and "every HubSpot property value is a string" in error
+    assert "Fix: map a scalar column, or cast the value to text" in error
+    assert hubspot.count("/batch/") == 0
+
+
+def test_a_delete_without_a_known_id_reads_then_archives_within_the_contract(
+    hubspot: FakeHubSpot,
+) -> None:
+    hubspot.objects["contacts"]["7"] = {"email": "gone@example.com"}
+    config = HubSpotConfig(token=TOKEN, base_url=hubspot.url)  # type: ignore[arg-type]
+    with HubSpotDestination("hubspot", config) as dest:
+        result = dest.deliver(
+            Batch(
+                "contacts",
+                "20260101T000000Z",
+                "mirror",
+                "contacts",
+                [Record("removed", "k1", match_value="gone@example.com")],
+                match_field="email",
+            )
+        )
+    assert result.rejected == {}
+    [read] = [e.body for e in hubspot.log if e.path.endswith("/batch/read")]
+    assert read["propertiesWithHistory"] == []  # required by HubSpot's model
+    assert hubspot.archived["contacts"] == {"7"}

@@ -21,7 +21,10 @@ Usage limits):
   that takes the spreadsheet over its cell limit (10 million, counting empty cells of the grid);
 - `lose_answers`: a request applied whose answer is then lost (503), as a timeout would;
 - read and write quotas per rolling window (per minute per user at Google; set them low in
-  tests): 429 RESOURCE_EXHAUSTED, nothing applied.
+  tests): 429 RESOURCE_EXHAUSTED, nothing applied;
+- every Sheets request (query parameters and body) is checked against the discovery document's
+  schema for its method (contracts/google_sheets.py): one that fails gets 400 INVALID_ARGUMENT
+  and is kept in `contract_errors`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from retl_dagster_tests.contracts.google_sheets import ContractError, check_request
 from retl_dagster_tests.fakes.base import FakeServer
 
 SCOPE = "https://www.googleapis.com/auth/spreadsheets"
@@ -215,6 +219,8 @@ class FakeGoogleSheets(FakeServer):
         self.calls: list[tuple[str, int]] = []
         """(method kind, HTTP status) of each request, e.g. ("values.batchUpdate", 200)."""
         self._next_sheet_id = 1000
+        self.contract_errors: list[str] = []
+        """Every request the discovery document refused (tests assert it stays empty)."""
 
     # -- helpers for tests --------------------------------------------------------------------
     def sheet(self, title: str, spreadsheet_id: str | None = None) -> Sheet:
@@ -393,6 +399,12 @@ class FakeGoogleSheets(FakeServer):
         if throttled is not None:
             return throttled
         body = request.get_json(silent=True) if request.method != "GET" else None
+        if kind != "unknown":
+            try:
+                check_request(kind, body, request.args.to_dict())
+            except ContractError as exc:
+                self.contract_errors.append(f"{kind}: {exc}")
+                return _error(400, f"Invalid JSON payload received. {exc}")
         body = body if isinstance(body, dict) else {}
         try:
             if kind == "get":

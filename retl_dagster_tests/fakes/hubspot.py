@@ -8,7 +8,10 @@ upsert / read / archive):
 - update of an unknown id: 207 multi-status, the other inputs written, `errors` with
   category OBJECT_NOT_FOUND and the ids in `context`;
 - create of an existing email: 409 CONFLICT "Contact already exists. Existing ID: N";
-- too many requests in the rolling window: 429 RATE_LIMIT (TEN_SECONDLY_ROLLING).
+- too many requests in the rolling window: 429 RATE_LIMIT (TEN_SECONDLY_ROLLING);
+- every batch body is checked against HubSpot's own request model for its endpoint
+  (contracts/hubspot.py: every property value a string, no unknown keys, required fields
+  present): a body that fails gets 400 VALIDATION_ERROR, as HubSpot answers invalid input.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from retl_dagster_tests.contracts.hubspot import ContractError, check_batch_request
 from retl_dagster_tests.fakes.base import FakeServer
 
 PROPERTIES = {
@@ -33,6 +37,9 @@ PROPERTIES = {
         "plan",
         "ltv",
         "city",
+        "newsletter",
+        "signup_date",
+        "last_seen",
     },
     "companies": {"name", "domain", "industry", "numberofemployees", "annualrevenue"},
     "deals": {"dealname", "amount", "dealstage", "pipeline", "closedate"},
@@ -75,6 +82,8 @@ class FakeHubSpot(FakeServer):
         self.objects: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in PROPERTIES}
         self.archived: dict[str, set[str]] = {t: set() for t in PROPERTIES}
         self._next_id = 1000
+        self.contract_errors: list[str] = []
+        """Every request body HubSpot's models refused (tests assert it stays empty)."""
 
     def rate_limited(self, request: Request) -> Response:
         return _json(
@@ -166,7 +175,13 @@ class FakeHubSpot(FakeServer):
             return _error(
                 400, "OBJECT_TYPE_NOT_FOUND", f"Unable to infer object type from: {object_type}"
             )
-        body = request.get_json()
+        body = request.get_json(silent=True)
+        try:
+            check_batch_request(object_type, action, body)
+        except ContractError as exc:
+            self.contract_errors.append(str(exc))
+            return _error(400, "VALIDATION_ERROR", f"Invalid input JSON: {exc}")
+        assert isinstance(body, dict)  # the contract check refuses anything else
         inputs = body.get("inputs", [])
         if len(inputs) > MAX_INPUTS:
             return _error(

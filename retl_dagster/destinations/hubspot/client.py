@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import datetime as dt
 import re
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
 
-from retl_dagster.destinations.base import Batch, BatchResult, Destination, Record
+from retl_dagster.destinations.base import (
+    Batch,
+    BatchResult,
+    Destination,
+    DestinationConfigError,
+    Record,
+)
+from retl_dagster.destinations.encoding import parse_event_time
 from retl_dagster.destinations.http import HttpClient, error_text
 from retl_dagster.destinations.hubspot.config import HubSpotConfig
 from retl_dagster.destinations.hubspot.exceptions import HubSpotAuthError
@@ -13,6 +22,68 @@ from retl_dagster.destinations.hubspot.exceptions import HubSpotAuthError
 # Private apps: 100 requests per 10 s (HubSpot's documented default burst limit).
 DEFAULT_RPS = 10.0
 _EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+# Warehouse types whose values are objects or arrays (built objects and arrays are JSON).
+_NESTED_TYPE = re.compile(r"^(STRUCT|MAP|UNION|LIST|JSON)\b|\[\d*\]$|^ARRAY\b", re.IGNORECASE)
+
+
+def _decimal_text(value: int | float | Decimal) -> str:
+    """A number as plain decimal text: HubSpot number properties take no exponent."""
+    return format(Decimal(repr(value)) if isinstance(value, float) else Decimal(value), "f")
+
+
+def _epoch_ms(moment: dt.datetime) -> str:
+    return str(int(moment.timestamp() * 1000))
+
+
+def property_value(value: Any, temporal: str | None = None) -> str:
+    """A JSON-ready value as the string HubSpot's API types every property value as.
+
+    HubSpot documents timestamps as Unix milliseconds: a `date` property at midnight UTC of its
+    day, a `datetime` property at any millisecond (naive warehouse timestamps are UTC). Null
+    becomes "", which clears the property (HubSpot refuses null).
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, Decimal)):
+        return _decimal_text(value)
+    if isinstance(value, (dict, list)):
+        # check_nested_mappings refuses such mappings before a run sends anything.
+        raise TypeError("HubSpot properties take no objects or arrays")
+    text = str(value)
+    if temporal == "date" and text:
+        day = dt.date.fromisoformat(text[:10])
+        return _epoch_ms(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC))
+    if temporal == "datetime" and text:
+        return _epoch_ms(parse_event_time(text))
+    return text
+
+
+def temporal_kind(warehouse_type: str) -> str | None:
+    """`date` or `datetime` for a warehouse DATE or TIMESTAMP column, else None."""
+    upper = warehouse_type.upper()
+    if upper.startswith("TIMESTAMP") or upper.startswith("DATETIME"):
+        return "datetime"
+    if upper == "DATE":
+        return "date"
+    return None
+
+
+def nested_mapping_problems(field_types: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(field, problem, fix) for each mapped field whose values are objects or arrays: HubSpot
+    types every property value as a string, and refuses an object."""
+    return [
+        (
+            f"mappings[{i}]",
+            f"'{to}' would receive {ty} values (an object or array), but every HubSpot "
+            "property value is a string",
+            "map a scalar column, or cast the value to text in the model "
+            f"(e.g. `cast(<column> as VARCHAR) as {to}`) and map that column with `from:`",
+        )
+        for i, (to, ty) in enumerate(field_types.items())
+        if _NESTED_TYPE.search(ty.strip())
+    ]
 
 
 def _message(response: httpx.Response) -> str:
@@ -41,6 +112,25 @@ class HubSpotDestination(Destination):
             headers={"Authorization": f"Bearer {config.token.get_secret_value()}"},
             default_rps=DEFAULT_RPS,
         )
+        self.temporal: dict[str, str] = {}
+        """Field -> `date` / `datetime`, from the warehouse types `prepare` is given."""
+
+    def prepare(
+        self,
+        object_: str | None,
+        match_field: str | None,
+        field_types: dict[str, str],
+        match_type: str | None,
+    ) -> None:
+        """Before anything is sent: refuse object and array mappings, and note the date and
+        timestamp fields (sent as HubSpot's millisecond timestamps)."""
+        problems = nested_mapping_problems(field_types)
+        if problems:
+            field, problem, fix = problems[0]
+            raise DestinationConfigError(self.name, field, problem, fix)
+        self.temporal = {
+            f: kind for f, ty in field_types.items() if (kind := temporal_kind(ty)) is not None
+        }
 
     # -- requests ---------------------------------------------------------------------------
     def _post(self, object_: str, action: str, body: dict[str, Any]) -> httpx.Response:
@@ -54,10 +144,13 @@ class HubSpotDestination(Destination):
             )
         return response
 
+    def _properties(self, record: Record) -> dict[str, str]:
+        return {k: property_value(v, self.temporal.get(k)) for k, v in record.fields.items()}
+
     @staticmethod
-    def _properties(record: Record) -> dict[str, Any]:
-        # HubSpot clears a property set to "", and refuses null.
-        return {k: "" if v is None else v for k, v in record.fields.items()}
+    def _id(value: Any) -> str:
+        """HubSpot types ids as strings (a numeric match column included)."""
+        return property_value(value)
 
     def _input(self, mode: str, record: Record, match_field: str | None) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -67,7 +160,7 @@ class HubSpotDestination(Destination):
         if mode == "update" and record.dest_id:
             item["id"] = record.dest_id
         elif mode in ("update", "upsert", "mirror"):
-            item["id"] = record.match_value
+            item["id"] = self._id(record.match_value)
             item["idProperty"] = match_field
         return item
 
@@ -94,7 +187,18 @@ class HubSpotDestination(Destination):
 
     def _write(self, batch: Batch, action: str, records: list[Record], out: BatchResult) -> None:
         assert batch.object
-        inputs = [self._input(batch.mode, r, batch.match_field) for r in records]
+        inputs: list[dict[str, Any]] = []
+        sendable: list[Record] = []
+        for r in records:
+            try:
+                inputs.append(self._input(batch.mode, r, batch.match_field))
+            except (TypeError, ValueError) as exc:  # e.g. a DATE column holding no date
+                out.rejected[r.key] = f"not sent: {exc}"
+                continue
+            sendable.append(r)
+        if not sendable:
+            return
+        records = sendable
         response = self._post(batch.object, action, {"inputs": inputs})
         if response.status_code in (400, 409):
             if len(records) > 1:
@@ -148,7 +252,9 @@ class HubSpotDestination(Destination):
                 {
                     "idProperty": batch.match_field,
                     "properties": [batch.match_field],
-                    "inputs": [{"id": r.match_value} for r in lookup],
+                    # Required by HubSpot's BatchReadInputSimplePublicObjectId.
+                    "propertiesWithHistory": [],
+                    "inputs": [{"id": self._id(r.match_value)} for r in lookup],
                 },
             )
             found = (
@@ -160,8 +266,8 @@ class HubSpotDestination(Destination):
                 else {}
             )
             for r in lookup:
-                if str(r.match_value) in found:
-                    ids[r.key] = found[str(r.match_value)]
+                if self._id(r.match_value) in found:
+                    ids[r.key] = found[self._id(r.match_value)]
         if ids:
             response = self._post(
                 batch.object, "archive", {"inputs": [{"id": i} for i in ids.values()]}
