@@ -1,4 +1,4 @@
-"""`retl`: the command line over the same Dagster definitions the UI shows (DESIGN.md §4)."""
+"""`retl`: the command line over the same Dagster definitions the UI shows."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ EXIT_CODES = {"succeeded": 0, "partial": 2}
 @dataclass
 class SyncOutcome:
     summary: dict[str, Any]
-    """The `--json` shape (DESIGN.md §4)."""
+    """The `--json` shape."""
     result: dg.ExecuteInProcessResult
 
     @property

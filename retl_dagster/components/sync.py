@@ -406,7 +406,7 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
 
 
 class Sync(dg.Component, dg.Resolvable, SyncConfig):  # type: ignore[misc]
-    """A Reverse ETL sync declared in `defs.yaml` (DESIGN.md §3)."""
+    """A Reverse ETL sync declared in `defs.yaml`."""
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         return build_sync_defs(SyncConfig.model_validate(self.model_dump(by_alias=True)))

@@ -1,4 +1,4 @@
-"""Sync configuration: the typed shape of a sync's `defs.yaml` attributes (DESIGN.md §3).
+"""Sync configuration: the typed shape of a sync's `defs.yaml` attributes.
 
 Plain pydantic, no Dagster: the `Sync` component, `retl validate` and the tests share it.
 """
@@ -372,7 +372,7 @@ class SyncConfig(_Strict):
 
 _FIXES = {
     "extra_forbidden": "remove it or fix its spelling; a sync accepts: {fields}",
-    "missing": "add it (see DESIGN.md §3 for the shape of a sync)",
+    "missing": "add it (README.md, \"Declaring a sync\", shows the shape of a sync)",
     "literal_error": "use one of the values listed",
 }
 

@@ -1,4 +1,4 @@
-"""The `_retl` schema: state, per-run diffs, pending rejections and sync logs (DESIGN.md §6).
+"""The `_retl` schema: state, per-run diffs, pending rejections and sync logs.
 
 | table                          | one row per                | written by          |
 |--------------------------------|----------------------------|---------------------|

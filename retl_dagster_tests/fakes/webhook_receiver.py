@@ -1,4 +1,4 @@
-"""A real HTTP receiver of the generic webhook wire format (DESIGN.md §5), on loopback.
+"""A real HTTP receiver of the generic webhook wire format, on loopback.
 
 It checks every request the way a careful receiver would (content type, HMAC signature over the
 raw body, Idempotency-Key equal to batch_id) and can be told to misbehave: reject some ids,

@@ -1,4 +1,4 @@
-"""Generic webhook destination: JSON batches over HTTP POST, signed, idempotent (DESIGN.md §5)."""
+"""Generic webhook destination: JSON batches over HTTP POST, signed, idempotent."""
 
 from retl_dagster.destinations.webhook.client import WebhookDestination
 from retl_dagster.destinations.webhook.config import WebhookConfig

@@ -6,7 +6,7 @@ from retl_dagster.destinations.http import HttpSettings
 
 
 class WebhookConfig(HttpSettings):
-    """Generic webhook (DESIGN.md §5)."""
+    """Generic webhook."""
 
     url: pydantic.AnyHttpUrl
     """Endpoint receiving `POST` batches."""
