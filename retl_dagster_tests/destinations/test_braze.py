@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from retl_dagster_tests.harness import defs_from_yaml, sql
 @pytest.fixture
 def braze(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBraze]:
     monkeypatch.setenv("BRAZE_KEY", "rest-key")
-    with FakeBraze("rest-key") as fake:
+    fake = FakeBraze("rest-key")
+    with fake:
         monkeypatch.setenv("BRAZE_URL", fake.url)
         yield fake
 
@@ -145,3 +147,45 @@ def test_subscription_group_states(
     assert braze.subscriptions[("ext-2", "grp-1")] == "subscribed"
     assert braze.subscriptions[("ext-3", "grp-1")] == "unsubscribed"
     assert ("ext-5", "grp-1") not in braze.subscriptions
+
+
+def test_mapped_time_and_quantity_are_brazes_own_fields(
+    braze: FakeBraze, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    users(warehouse_path, 4)
+    sql(
+        warehouse_path,
+        "alter table users add column bought_at timestamp; alter table users add column qty int; "
+        "update users set bought_at = timestamp '2026-01-15 10:00:00' + to_hours(id::bigint), "
+        "qty = id; update users set qty = 150 where id = 4",
+    )
+    purchases = sync(
+        "events",
+        "purchases",
+        extra="  - {from: sku, to: product_id}\n  - {from: cur, to: currency}\n"
+        "  - {from: price, to: price}\n  - {from: bought_at, to: time}\n"
+        "  - {from: qty, to: quantity}",
+    )
+    out = run_sync(defs_from_yaml(DEST, purchases), "to_braze", instance)
+    assert (out.summary["succeeded"], out.summary["rejected"]) == (3, 1)
+    by_user = {p["external_id"]: p for p in braze.purchases}
+    assert by_user["ext-2"]["time"] == "2026-01-15T12:00:00.000+00:00"
+    assert by_user["ext-2"]["quantity"] == 2
+    assert by_user["ext-2"]["properties"] == {"email": "u2@example.com", "plan": "pro"}
+    [(error,)] = sql(
+        warehouse_path, "select error from _retl.sync_record_results where status = 'rejected'"
+    )
+    assert error == "quantity 150 is not a whole number from 1 to 100, as Braze requires"
+
+
+def test_events_without_a_mapped_time_get_the_runs_start(
+    braze: FakeBraze, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    users(warehouse_path, 3)
+    out = run_sync(defs_from_yaml(DEST, sync("events", "Plan Reviewed")), "to_braze", instance)
+    assert out.status == "succeeded"
+    # The run's start (its id begins with it), the same for every event; not the send time.
+    start = dt.datetime.strptime(out.summary["run_id"][:16], "%Y%m%dT%H%M%SZ")
+    stamps = {e["time"] for e in braze.events}
+    assert stamps == {start.strftime("%Y-%m-%dT%H:%M:%S.000+00:00")}
+    assert all("time" not in e["properties"] for e in braze.events)

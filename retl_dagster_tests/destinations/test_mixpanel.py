@@ -17,7 +17,8 @@ from retl_dagster_tests.harness import defs_from_yaml, sql
 def mixpanel(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMixpanel]:
     monkeypatch.setenv("MP_TOKEN", "tok")
     monkeypatch.setenv("MP_SECRET", "sa-secret")
-    with FakeMixpanel("tok", "sa.user", "sa-secret") as fake:
+    fake = FakeMixpanel("tok", "sa.user", "sa-secret")
+    with fake:
         monkeypatch.setenv("MP_URL", fake.url)
         yield fake
 
@@ -108,3 +109,41 @@ def test_events_import_with_failed_records_and_dedupe(
     )
     assert error.startswith("properties.distinct_id: ")
     assert next(iter(mixpanel.events.values()))["event"] == "Plan Seen"
+
+
+def test_profile_updates_never_geolocate_at_our_server(
+    mixpanel: FakeMixpanel, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    users(warehouse_path, 5)
+    sql(warehouse_path, "update users set plan = null where id = 2")  # a $set and an $unset
+    out = run_sync(defs_from_yaml(DEST, sync("upsert", "profiles")), "mp", instance)
+    assert out.status == "succeeded"
+    assert len(mixpanel.updates) == 6
+    assert all(u["$ip"] == 0 and u["$ignore_time"] is True for u in mixpanel.updates)
+
+
+def test_a_mapped_event_time_is_the_events_time(
+    mixpanel: FakeMixpanel, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    users(warehouse_path, 3)
+    sql(
+        warehouse_path,
+        "alter table users add column seen_at timestamp; "
+        "update users set seen_at = timestamp '2026-01-15 10:00:00' + to_minutes(id::bigint); "
+        "update users set seen_at = null where id = 3",
+    )
+    yaml = sync("events", "Plan Seen").replace(
+        "  - {from: plan, to: plan}\n",
+        "  - {from: plan, to: plan}\n  - {from: seen_at, to: time}\n",
+    )
+    out = run_sync(defs_from_yaml(DEST, yaml), "mp", instance)
+    assert (out.summary["succeeded"], out.summary["rejected"]) == (2, 1)
+    times = {
+        e["properties"]["distinct_id"]: e["properties"]["time"] for e in mixpanel.events.values()
+    }
+    base_ms = 1768471200000  # 2026-01-15T10:00:00Z in ms: a Unix integer, not ISO text
+    assert times == {"user-1": base_ms + 60_000, "user-2": base_ms + 120_000}
+    [(error,)] = sql(
+        warehouse_path, "select error from _retl.sync_record_results where status = 'rejected'"
+    )
+    assert error.startswith("time: event time None is empty")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,8 @@ KEY = "wk_fake"
 @pytest.fixture
 def segment(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSegment]:
     monkeypatch.setenv("SEGMENT_WRITE_KEY", KEY)
-    with FakeSegment(KEY) as fake:
+    fake = FakeSegment(KEY)
+    with fake:
         monkeypatch.setenv("SEGMENT_URL", fake.url)
         yield fake
 
@@ -70,6 +72,8 @@ def test_identify_calls_then_only_changes(
     assert len(identifies) == 300
     assert all(e.status == 200 for e in segment.log)
     assert segment.count("/v1/batch") >= 3
+    # Under the official SDK's 475,000-byte batch cut, not just Segment's 500 KB.
+    assert max(len(body) for _, body in segment.received) <= 475_000
     call = next(c for c in identifies if c["userId"] == "u-5")
     assert call["traits"]["email"] == "u5@example.com"
 
@@ -111,3 +115,31 @@ def test_rate_limit_survived_and_message_ids_stable(
 def test_segment_cannot_delete() -> None:
     with pytest.raises(Exception, match="field 'delete_behavior'"):
         defs_from_yaml(DEST, sync("upsert", "identify") + "delete_behavior: delete\n")
+
+
+def test_a_mapped_timestamp_is_the_calls_timestamp(
+    segment: FakeSegment, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    users(warehouse_path, 3)
+    sql(
+        warehouse_path,
+        "alter table users add column checked_at timestamp; "
+        "update users set checked_at = timestamp '2026-01-15 10:00:00' + to_seconds(id::bigint)",
+    )
+    yaml = sync("events", "Plan Checked").replace(
+        "  - {from: blob, to: notes}", "  - {from: checked_at, to: timestamp}"
+    )
+    assert run_sync(defs_from_yaml(DEST, yaml), "to_segment", instance).status == "succeeded"
+    by_user = {c["userId"]: c for c in segment.of_type("track")}
+    assert by_user["u-2"]["timestamp"] == "2026-01-15T10:00:02.000+00:00"
+    assert by_user["u-2"]["properties"] == {"email": "u2@example.com", "plan": "pro"}
+
+
+def test_an_unmapped_timestamp_is_the_runs_start(
+    segment: FakeSegment, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    users(warehouse_path, 3)
+    out = run_sync(defs_from_yaml(DEST, sync("upsert", "identify")), "to_segment", instance)
+    start = dt.datetime.strptime(out.summary["run_id"][:16], "%Y%m%dT%H%M%SZ")
+    stamps = {c["timestamp"] for c in segment.of_type("identify")}
+    assert stamps == {start.strftime("%Y-%m-%dT%H:%M:%S.000+00:00")}

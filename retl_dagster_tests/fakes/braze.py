@@ -2,10 +2,20 @@
 attributes, events and purchases (else 400), Bearer REST key (else 401 "Invalid API key"),
 per-object minor errors `{"type", "input_array", "index"}` in a 201 `"success"` answer (the
 other objects are processed), `/users/delete` (at most 50 external_ids), and 429 with
-`X-RateLimit-Limit/Remaining/Reset` past the rate limit."""
+`X-RateLimit-Limit/Remaining/Reset` past the rate limit.
+
+Event and purchase objects are checked against Braze's own object references (braze.com/docs/api/
+objects_filters/event_object and purchase_object); no Braze SDK for Python exists to compare with,
+so these rules are the contract: only documented top-level keys; `time` required, a string in ISO
+8601 (or Braze's `yyyy-MM-dd'T'HH:mm:ss:SSSZ`); an event's `name` a string; a purchase's
+`product_id` a string, `currency` an ISO 4217 alphabetic code (three letters), `price` a number,
+`quantity` (optional) an integer of at most 100 (Braze counts quantity X as X purchases, so at
+least 1); `properties` (optional) an object without the keys Braze reserves (`time`,
+`event_name`: its custom-event tracking guide)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -17,6 +27,71 @@ from werkzeug.wrappers import Request, Response
 from retl_dagster_tests.fakes.base import FakeServer
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_IDENTIFIERS = {"external_id", "user_alias", "braze_id", "email", "phone"}
+EVENT_KEYS = _IDENTIFIERS | {"app_id", "name", "time", "properties", "_update_existing_only"}
+PURCHASE_KEYS = _IDENTIFIERS | {
+    "app_id",
+    "product_id",
+    "currency",
+    "price",
+    "quantity",
+    "time",
+    "properties",
+    "_update_existing_only",
+}
+_BRAZE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}:\d{3}[+-]\d{4}$")
+"""Braze's other documented time format, `yyyy-MM-dd'T'HH:mm:ss:SSSZ`."""
+_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+RESERVED_PROPERTIES = ("time", "event_name")
+
+
+def is_braze_time(value: Any) -> bool:
+    """A `time` Braze's event and purchase objects accept: ISO 8601 text or its own format."""
+    if not isinstance(value, str):
+        return False
+    if _BRAZE_TIME.match(value):
+        return True
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def event_problem(array: str, obj: dict[str, Any]) -> str | None:
+    """Why Braze refuses this event or purchase object (its reference's rules), or None."""
+    allowed = EVENT_KEYS if array == "events" else PURCHASE_KEYS
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        return f"unknown fields in a {array[:-1]} object: {', '.join(unknown)}"
+    if "time" not in obj:
+        return "'time' is required"
+    if not is_braze_time(obj["time"]):
+        return f"'time' must be a datetime as string in ISO 8601, not {obj['time']!r}"
+    if "properties" in obj and not isinstance(obj["properties"], dict):
+        return "'properties' must be an object"
+    reserved = [k for k in RESERVED_PROPERTIES if k in obj.get("properties", {})]
+    if reserved:
+        return f"reserved keys cannot be event properties: {', '.join(reserved)}"
+    if array == "events":
+        if not isinstance(obj.get("name"), str) or not obj["name"]:
+            return "'name' is required and must be a string"
+        return None
+    if not isinstance(obj.get("product_id"), str) or not obj["product_id"]:
+        return "'product_id' is required and must be a string"
+    if not isinstance(obj.get("currency"), str) or not _CURRENCY.match(obj["currency"]):
+        return "'currency' must be an ISO 4217 alphabetic currency code"
+    if not _number(obj.get("price")):
+        return "'price' must be a number"
+    if "quantity" in obj:
+        q = obj["quantity"]
+        if not isinstance(q, int) or isinstance(q, bool) or not 1 <= q <= 100:
+            return "'quantity' must be an integer from 1 to 100"
+    return None
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -88,10 +163,8 @@ class FakeBraze(FakeServer):
                     and not _EMAIL.match(str(obj["email"]))
                 ):
                     problem = f"Invalid email '{obj['email']}'"
-                elif array != "attributes" and not obj.get("time"):
-                    problem = "'time' is required"
-                elif array == "purchases" and not isinstance(obj.get("price"), (int, float)):
-                    problem = "'price' must be a number"
+                elif array != "attributes" and (why := event_problem(array, obj)) is not None:
+                    problem = why
                 elif any(
                     g.get("subscription_state") not in ("subscribed", "unsubscribed")
                     for g in obj.get("subscription_groups", [])

@@ -1,17 +1,19 @@
 """A fake Segment HTTP Tracking API (segment.com/docs/connections/sources/catalog/libraries/
 server/http-api): `POST /v1/batch`, write key as the basic-auth user; 400 when a batch is over
 500 KB or a call over 32 KB; 200 `{"success": true}`; 429 past the rate limit; calls with a
-messageId already seen are dropped (Segment deduplicates on messageId)."""
+messageId already seen are dropped (Segment deduplicates on messageId). Every request is checked
+by the contract validator (`retl_dagster_tests.contracts.segment`) and refused as Segment
+refuses it: 400 for a body over 500 KB, a call over 32 KB or a timestamp that is not ISO 8601."""
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from retl_dagster_tests.contracts import segment as contract
 from retl_dagster_tests.fakes.base import FakeServer
 
 
@@ -27,24 +29,20 @@ class FakeSegment(FakeServer):
         self.write_key = write_key
         self.calls: dict[str, dict[str, Any]] = {}
         self.duplicates = 0
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        """(lower-cased headers, raw body) of every request, for contract tests."""
 
     def rate_limited(self, request: Request) -> Response:
         return _json(429, {"success": False, "message": "Too Many Requests"})
 
     def batch(self, request: Request) -> Response:
-        auth = request.headers.get("Authorization", "")
-        expected = "Basic " + base64.b64encode(f"{self.write_key}:".encode()).decode()
-        if auth != expected:
-            return _json(401, {"success": False, "message": "Invalid write key"})
+        headers = {k.lower(): v for k, v in request.headers.items()}
         raw = request.get_data()
-        if len(raw) > 500 * 1024:
-            return _json(400, {"success": False, "message": "batch exceeds 500KB"})
-        calls = json.loads(raw)["batch"]
-        for call in calls:
-            if len(json.dumps(call).encode()) > 32 * 1024:
-                return _json(400, {"success": False, "message": "message exceeds 32KB"})
-            if call.get("type") not in ("identify", "track"):
-                return _json(400, {"success": False, "message": "invalid type"})
+        self.received.append((headers, raw))
+        try:
+            calls = contract.batch_calls(headers, raw, write_key=self.write_key)
+        except contract.Refused as refused:
+            return _json(refused.status, refused.body)
         for call in calls:
             if call["messageId"] in self.calls:
                 self.duplicates += 1

@@ -1,11 +1,17 @@
 """Braze REST API: `/users/track` (at most 75 attributes + events + purchases objects a request;
 `{"message": "success", "errors": [{"type", "input_array", "index"}]}` names the objects it
 refused) and `/users/delete` (at most 50 ids). REST API key as Bearer; a 429 carries
-`X-RateLimit-Reset` (epoch seconds)."""
+`X-RateLimit-Reset` (epoch seconds).
+
+Events and purchases carry their own `time` (ISO 8601, required by Braze's event and purchase
+objects): the mapped `time` column, else the run's start time (the same on every retry and replay
+of the run). It is never one of the object's `properties`; nor is a purchase's `quantity`, which
+is the purchase object's own field (an integer, 1 to 100)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from typing import Any, ClassVar
 
@@ -21,12 +27,15 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
+from retl_dagster.destinations.encoding import parse_event_time
 from retl_dagster.destinations.http import HttpClient, HttpSettings, error_text
 
 MAX_TRACK_OBJECTS = 75
 MAX_DELETE_IDS = 50
 IDENTIFIERS = ("external_id", "email", "braze_id")
 PURCHASE_FIELDS = ("product_id", "currency", "price")
+MAX_QUANTITY = 100
+"""Braze's purchase object: `quantity` is an integer, at most 100."""
 SUBSCRIPTION_PREFIX = "subscription_group:"
 SUBSCRIPTION_STATE = "subscription_state"
 
@@ -48,6 +57,24 @@ def rate_limit_reset(response: httpx.Response) -> float | None:
         return None
 
 
+def braze_time(moment: dt.datetime) -> str:
+    """ISO 8601 in UTC with milliseconds, e.g. `2026-01-31T12:00:00.000+00:00`."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def quantity(value: Any) -> int:
+    """A purchase's quantity as Braze takes it: a whole number from 1 to 100."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not number.is_integer() or not 1 <= number <= MAX_QUANTITY:
+        raise ValueError(
+            f"quantity {value!r} is not a whole number from 1 to {MAX_QUANTITY}, as Braze requires"
+        )
+    return int(number)
+
+
 class BrazeDestination(Destination):
     type: ClassVar[str] = "braze"
     config_class = BrazeConfig
@@ -55,6 +82,7 @@ class BrazeDestination(Destination):
     max_batch_size = MAX_TRACK_OBJECTS
     requires_object = True
     requires_match = frozenset({"upsert", "update", "mirror", "events"})
+    event_time_field = "time"
 
     def __init__(self, name: str, config: BrazeConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
@@ -136,12 +164,17 @@ class BrazeDestination(Destination):
             if batch.mode == "update":
                 obj["_update_existing_only"] = True
             return "attributes", obj
-        now = dt.datetime.now(dt.UTC).isoformat()
+        # Raises ValueError for a row Braze would refuse: it is rejected alone, not its batch.
+        fields = dict(record.fields)
+        when = parse_event_time(fields.pop("time")) if "time" in fields else batch.run_time
+        stamp = braze_time(when)
         if batch.object == "purchases":
-            props = {k: v for k, v in record.fields.items() if k not in PURCHASE_FIELDS}
-            fixed = {k: record.fields.get(k) for k in PURCHASE_FIELDS}
-            return "purchases", {**ident, **fixed, "time": now, "properties": props}
-        return "events", {**ident, "name": batch.object, "time": now, "properties": record.fields}
+            fixed = {k: fields.pop(k, None) for k in PURCHASE_FIELDS}
+            count = fields.pop("quantity", None)
+            if count is not None:  # null: Braze's default of 1
+                fixed["quantity"] = quantity(count)
+            return "purchases", {**ident, **fixed, "time": stamp, "properties": fields}
+        return "events", {**ident, "name": batch.object, "time": stamp, "properties": fields}
 
     def deliver(self, batch: Batch) -> BatchResult:
         out = BatchResult()
@@ -170,16 +203,22 @@ class BrazeDestination(Destination):
         arrays: dict[str, list[dict[str, Any]]] = {}
         owners: dict[tuple[str, int], Record] = {}
         for r in records:
-            name, obj = self._object(batch, r)
+            try:
+                name, obj = self._object(batch, r)
+            except ValueError as exc:
+                out.rejected[r.key] = str(exc)
+                continue
             owners[(name, len(arrays.setdefault(name, [])))] = r
             arrays[name].append(obj)
+        if not arrays:
+            return
         response = self._post("/users/track", arrays)
         try:
             body = response.json()
         except ValueError:
             body = {}
         if not response.is_success:
-            out.rejected.update({r.key: error_text(response) for r in records})
+            out.rejected.update({r.key: error_text(response) for r in owners.values()})
             return
         for err in body.get("errors", []) if isinstance(body, dict) else []:
             owner = owners.get((str(err.get("input_array")), int(err.get("index", -1))))

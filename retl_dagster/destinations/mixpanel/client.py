@@ -1,13 +1,18 @@
 """Mixpanel ingestion API: `/engage` (profiles: `$set`, `$unset`, `$delete`; project token in
 each update) and `/import?strict=1` (events, service-account basic auth, gzip, per-event
-`failed_records`). At most 2000 updates or events a request; `$insert_id` dedupes events."""
+`failed_records`). At most 2000 updates or events a request; `$insert_id` dedupes events.
+
+Event time: /import refuses (under strict=1) any `time` that is not a Unix number, so a mapped
+`time` goes out as integer milliseconds since the epoch (the import reference's own examples use
+ms); rows without one get the run's start time, the same on every retry and replay of the run, so
+Mixpanel's dedup on (event, distinct_id, time, $insert_id) still drops a resent event."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import hashlib
 import json
-import time
 from typing import Any, ClassVar
 
 import httpx
@@ -22,9 +27,11 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
+from retl_dagster.destinations.encoding import parse_event_time
 from retl_dagster.destinations.http import HttpClient, HttpSettings, error_text
 
 MAX_PER_REQUEST = 2000
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class MixpanelConfig(HttpSettings):
@@ -39,6 +46,11 @@ class MixpanelConfig(HttpSettings):
     batch_size: int = pydantic.Field(default=2000, ge=1, le=MAX_PER_REQUEST)
 
 
+def unix_ms(moment: dt.datetime) -> int:
+    """Integer milliseconds since the epoch (exact: no float rounding of the datetime)."""
+    return (moment - EPOCH) // dt.timedelta(milliseconds=1)
+
+
 def insert_id(sync: str, record: Record) -> str:
     """Stable per record content (Mixpanel keeps the first 36 characters)."""
     raw = json.dumps([sync, record.key, record.fields], sort_keys=True, default=str)
@@ -51,6 +63,7 @@ class MixpanelDestination(Destination):
     modes = frozenset({"upsert", "mirror", "events"})
     max_batch_size = MAX_PER_REQUEST
     requires_object = True
+    event_time_field = "time"
 
     def __init__(self, name: str, config: MixpanelConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
@@ -82,7 +95,10 @@ class MixpanelDestination(Destination):
         """Profile updates for one record (Mixpanel takes one operation per update)."""
         token = self.config.project_token.get_secret_value()
         distinct = str(record.match_value if record.match_value is not None else record.key)
-        head = {"$token": token, "$distinct_id": distinct}
+        # `$ip: 0`: without it Mixpanel geolocates the profile at the IP that sent the update
+        # (our server), overwriting the user's real location on every sync. `$ignore_time`: a
+        # warehouse sync is not user activity, so it must not move the profile's "Last Seen".
+        head = {"$token": token, "$distinct_id": distinct, "$ip": 0, "$ignore_time": True}
         if record.op == "removed":
             return [{**head, "$delete": ""}]
         sets = {k: v for k, v in record.fields.items() if v is not None}
@@ -92,7 +108,10 @@ class MixpanelDestination(Destination):
 
     def _engage(self, records: list[Record], out: BatchResult) -> None:
         updates = [u for r in records for u in self._updates(r)]
-        response = self.client.request("POST", "/engage", params={"verbose": "1"}, json=updates)
+        # `ip=0` on the request too, as the official SDK sends it: the same "do not geolocate".
+        response = self.client.request(
+            "POST", "/engage", params={"verbose": "1", "ip": "0"}, json=updates
+        )
         body = self._body(response)
         if response.is_success and body.get("status") == 1:
             return
@@ -111,16 +130,29 @@ class MixpanelDestination(Destination):
                 f"destination '{self.name}': events need service_account_username and "
                 "service_account_secret (and project_id)"
             )
-        now_ms = int(time.time() * 1000)
-        events, by_insert_id = [], {}
+        out = BatchResult()
+        unmapped_ms = unix_ms(batch.run_time)
+        events: list[dict[str, Any]] = []
+        by_insert_id: dict[str, str] = {}
+        sent: list[Record] = []
         for r in batch.records:
             props = dict(r.fields)
             iid = insert_id(batch.sync, r)
-            props.setdefault("time", now_ms)
+            if "time" in props:
+                try:
+                    props["time"] = unix_ms(parse_event_time(props["time"]))
+                except ValueError as exc:
+                    out.rejected[r.key] = f"time: {exc}"  # this row only, not the batch
+                    continue
+            else:
+                props["time"] = unmapped_ms
             props["distinct_id"] = str(r.match_value if r.match_value is not None else r.key)
             props["$insert_id"] = iid
             events.append({"event": batch.object, "properties": props})
             by_insert_id[iid] = r.key
+            sent.append(r)
+        if not events:
+            return out
         body = gzip.compress(json.dumps(events, allow_nan=False).encode())
         response = self.client.request(
             "POST",
@@ -138,18 +170,18 @@ class MixpanelDestination(Destination):
         )
         if response.status_code in (401, 403):
             raise DestinationError(f"destination '{self.name}': {error_text(response)}")
-        out = BatchResult()
         answer = self._body(response)
         if response.status_code == 400 and "failed_records" in answer:
             # A partial success: everything not listed was imported.
             for failed in answer["failed_records"]:
                 key = by_insert_id.get(failed.get("insert_id") or failed.get("$insert_id"))
-                if key is None and isinstance(failed.get("index"), int):
-                    key = batch.records[failed["index"]].key
+                index = failed.get("index")
+                if key is None and isinstance(index, int) and 0 <= index < len(sent):
+                    key = sent[index].key
                 if key is not None:
                     out.rejected[key] = f"{failed.get('field', '')}: {failed.get('message', '')}"
         elif not response.is_success:
-            out.rejected = {r.key: error_text(response) for r in batch.records}
+            out.rejected.update({r.key: error_text(response) for r in sent})
         return out
 
     @staticmethod

@@ -1,5 +1,11 @@
 """Segment's HTTP Tracking API (`/v1/batch`): write-key basic auth, at most 500 KB a batch and
-32 KB a call; `messageId` stable per record so Segment drops a resent duplicate."""
+32 KB a call; `messageId` stable per record so Segment drops a resent duplicate.
+
+Time: a mapped `timestamp` column becomes the call's own `timestamp` (ISO 8601, as the official
+SDK writes it), never a property or trait. A row without one gets the run's start time rather
+than no timestamp (which Segment would fill with the time it received the call): the same on
+every retry and replay of the run, and the same instant the Mixpanel and Braze destinations
+give such rows."""
 
 from __future__ import annotations
 
@@ -20,10 +26,15 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
+from retl_dagster.destinations.encoding import parse_event_time
 from retl_dagster.destinations.http import HttpClient, HttpSettings, error_text
 
-MAX_BATCH_BYTES = 500 * 1024
+# Segment documents 500 KB a batch request; its official Python SDK (segment-analytics-python,
+# segment.analytics.consumer.BATCH_SIZE_LIMIT) cuts batches at 475,000 bytes to leave room for
+# what goes on the request besides the calls. We use the SDK's figure.
+MAX_BATCH_BYTES = 475_000
 MAX_CALL_BYTES = 32 * 1024
+"""Per call, documented and enforced by the SDK too (segment.analytics.consumer.MAX_MSG_SIZE)."""
 
 
 class SegmentConfig(HttpSettings):
@@ -41,6 +52,11 @@ def message_id(sync: str, record: Record) -> str:
     return "retl-" + hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
+def segment_time(moment: dt.datetime) -> str:
+    """ISO 8601 in UTC with milliseconds, the form the official SDK sends."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+
+
 class SegmentDestination(Destination):
     type: ClassVar[str] = "segment"
     config_class = SegmentConfig
@@ -48,6 +64,7 @@ class SegmentDestination(Destination):
     delete_behaviors = frozenset({"nothing"})
     max_batch_size = 2500
     requires_object = True
+    event_time_field = "timestamp"
 
     def __init__(self, name: str, config: SegmentConfig) -> None:  # type: ignore[override]
         super().__init__(name, config)
@@ -83,18 +100,23 @@ class SegmentDestination(Destination):
         return problems
 
     def _call(self, batch: Batch, record: Record) -> dict[str, Any]:
+        """The record's call; ValueError for a mapped timestamp that is not one."""
         who = batch.match_field or "userId"
         ident = record.match_value if record.match_value is not None else record.key
+        fields = dict(record.fields)
+        when = (
+            parse_event_time(fields.pop("timestamp")) if "timestamp" in fields else batch.run_time
+        )
         call: dict[str, Any] = {
             who: str(ident),
             "messageId": message_id(batch.sync, record),
-            "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+            "timestamp": segment_time(when),
             "context": {"library": {"name": "retl-dagster"}},
         }
         if batch.mode == "events":
-            call.update(type="track", event=batch.object, properties=record.fields)
+            call.update(type="track", event=batch.object, properties=fields)
         else:
-            call.update(type="identify", traits=record.fields)
+            call.update(type="identify", traits=fields)
         return call
 
     def deliver(self, batch: Batch) -> BatchResult:
@@ -102,7 +124,12 @@ class SegmentDestination(Destination):
         chunk: list[tuple[Record, bytes]] = []
         size = 0
         for record in batch.records:
-            encoded = json.dumps(self._call(batch, record), allow_nan=False).encode()
+            try:
+                call = self._call(batch, record)
+            except ValueError as exc:
+                out.rejected[record.key] = f"timestamp: {exc}"
+                continue
+            encoded = json.dumps(call, allow_nan=False).encode()
             if len(encoded) > MAX_CALL_BYTES:
                 out.rejected[record.key] = (
                     f"call is {len(encoded)} bytes; Segment accepts at most 32 KB a call: "
