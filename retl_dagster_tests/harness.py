@@ -114,3 +114,15 @@ def sql(target: Path | str, statement: str) -> list[tuple[Any, ...]]:
         return con.execute(statement).fetchall()
     finally:
         con.close()
+
+
+def load_warnings(instance: dg.DagsterInstance, sync: str) -> dict[str, str]:
+    """id -> warning of the records the last load of `sync` delivered without some field, as
+    the load asset's `warning_samples` metadata shows them in the UI."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(["retl", sync, "load"]))
+    assert event is not None and event.asset_materialization is not None
+    table = event.asset_materialization.metadata.get("warning_samples")
+    if table is None:
+        return {}
+    rows = [line.split(" | ") for line in str(table.value).splitlines()[2:]]
+    return {r[0].lstrip("| ").strip(): r[2].rstrip(" |").strip() for r in rows}

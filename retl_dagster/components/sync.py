@@ -97,6 +97,13 @@ def _load_metadata(result: LoadResult, status: str, run: dict[str, Any]) -> dict
             cells = [str(s["id"]), s["op"], str(s["error"]), str(s["payload"]), s["action"]]
             lines.append("| " + " | ".join(c.replace("|", "\\|")[:300] for c in cells) + " |")
         md["rejected_samples"] = dg.MetadataValue.md("\n".join(lines))
+    if result.warned:
+        md["warned"] = dg.MetadataValue.int(result.warned)
+        lines = ["| id | op | sent without |", "|---|---|---|"]
+        for w in result.warning_samples:
+            cells = [str(w["id"]), w["op"], str(w["warning"])]
+            lines.append("| " + " | ".join(c.replace("|", "\\|")[:300] for c in cells) + " |")
+        md["warning_samples"] = dg.MetadataValue.md("\n".join(lines))
     return md
 
 
@@ -287,6 +294,11 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
                 f"{config.retention_days} days"
             )
         result = outcome.result
+        if result.warned:
+            context.log.warning(
+                f"sync {name}: {result.warned} record(s) delivered without a field the "
+                "destination could not take. First: " + str(result.warning_samples[:3])
+            )
         if result.total_rejected:
             context.log.warning(
                 f"sync {name}: {result.total_rejected} record(s) rejected; they stay pending and "

@@ -78,6 +78,9 @@ class BatchResult:
     usable identifier (email, phone, click id...). None elsewhere."""
     matched: int | None = None
     """Records the platform says it matched to a person, where it says so per request."""
+    warnings: dict[str, str] = field(default_factory=dict)
+    """key -> what an acknowledged record was sent without, and why (e.g. a phone number that
+    could not be read, left out while the record's other identifiers went)."""
 
 
 @dataclass(frozen=True)

@@ -372,7 +372,7 @@ class SyncConfig(_Strict):
 
 _FIXES = {
     "extra_forbidden": "remove it or fix its spelling; a sync accepts: {fields}",
-    "missing": "add it (README.md, \"Declaring a sync\", shows the shape of a sync)",
+    "missing": 'add it (README.md, "Declaring a sync", shows the shape of a sync)',
     "literal_error": "use one of the values listed",
 }
 

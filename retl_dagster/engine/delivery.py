@@ -50,6 +50,9 @@ class LoadResult:
     """Rows the mode or delete behaviour sends nowhere (settled in state, no request)."""
     batches: int = 0
     rejected_samples: list[dict[str, Any]] = field(default_factory=list)
+    warned: int = 0
+    """Acknowledged records the destination sent without some field, saying why."""
+    warning_samples: list[dict[str, Any]] = field(default_factory=list)
     duration_s: float = 0.0
     identified: int | None = None
     """Audience and conversion destinations: records sent that carried a usable identifier."""
@@ -291,6 +294,11 @@ def load(
         ops = sent.rb.column("_retl_op").to_pylist()
         for op, rec in zip(ops, sent.records, strict=True):
             err = answer.rejected.get(rec.key)
+            note = answer.warnings.get(rec.key) if err is None else None
+            if note is not None:
+                result.warned += 1
+                if len(result.warning_samples) < MAX_REJECTED_SAMPLES:
+                    result.warning_samples.append({"id": rec.key, "op": op, "warning": note})
             statuses.append("rejected" if err is not None else "succeeded")
             errors.append(err)
             bucket = result.rejected if err is not None else result.succeeded

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import logging
 from typing import Any, ClassVar
 
 import httpx
@@ -33,8 +32,6 @@ from retl_dagster.destinations.facebook import normalize
 from retl_dagster.destinations.facebook.config import MAX_EVENTS, FacebookConversionsConfig
 from retl_dagster.destinations.facebook.exceptions import FacebookAuthError, InvalidValue
 from retl_dagster.destinations.http import HttpClient, error_object, error_text
-
-log = logging.getLogger(__name__)
 
 THROTTLING_CODES = frozenset({4, 17, 32, 613, 80004})
 """Graph API rate limiting: application, user, page, custom and ads-management call limits."""
@@ -181,8 +178,8 @@ class FacebookConversionsDestination(Destination):
             except InvalidValue as exc:
                 out.rejected[record.key] = str(exc)
                 continue
-            for note in notes:  # a field left out; the event itself goes
-                log.warning("destination '%s', record %s: %s", self.name, record.key, note)
+            if notes:  # a field left out; the event itself goes
+                out.warnings[record.key] = "; ".join(notes)
         for i in range(0, len(events), MAX_EVENTS):
             self._send(events[i : i + MAX_EVENTS], out)
         out.identified = sum(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import logging
 import zoneinfo
 from typing import Any, ClassVar
 
@@ -38,8 +37,6 @@ from retl_dagster.destinations.google_ads.config import (
     GoogleAdsConfig,
 )
 from retl_dagster.destinations.google_ads.exceptions import InvalidValue
-
-log = logging.getLogger(__name__)
 
 CLICK_CONVERSIONS = "click_conversions"
 CUSTOMER_MATCH = "customer_match:"
@@ -191,10 +188,11 @@ class GoogleAdsDestination(Destination):
             return self._conversions(batch)
         return self._customer_match(batch)
 
-    def _left_out(self, record: Record, notes: list[str]) -> None:
+    @staticmethod
+    def _left_out(record: Record, notes: list[str], out: BatchResult) -> None:
         """Say which identifiers a record that still goes was sent without, and why."""
-        for note in notes:
-            log.warning("destination '%s', record %s: %s", self.name, record.key, note)
+        if notes:
+            out.warnings[record.key] = "; ".join(notes)
 
     # -- click conversions --------------------------------------------------------------------
     def _action(self, value: Any) -> str:
@@ -258,7 +256,7 @@ class GoogleAdsDestination(Destination):
             except InvalidValue as exc:
                 out.rejected[record.key] = str(exc)
                 continue
-            self._left_out(record, notes)
+            self._left_out(record, notes, out)
         for i in range(0, len(items), MAX_CONVERSIONS):
             self._upload(items[i : i + MAX_CONVERSIONS], out)
         # Every conversion sent carries a click id or an identifier, or it was not sent.
@@ -342,7 +340,7 @@ class GoogleAdsDestination(Destination):
                     ]
                 )
                 continue
-            self._left_out(record, notes)
+            self._left_out(record, notes, out)
             now = {normalize.canonical(i) for i in current}
             stale = [i for i in previous if normalize.canonical(i) not in now]
             if stale:  # an email or phone that changed: the old one leaves the list
