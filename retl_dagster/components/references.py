@@ -116,6 +116,7 @@ def sync_shape(cfg: SyncConfig) -> SyncShape:
         cfg.delete_behavior,
         cfg.match.field if cfg.match else None,
         [m.to for m in cfg.mappings],
+        tuple(m.kind.tag for m in cfg.mappings),
     )
 
 

@@ -92,6 +92,16 @@ class SyncShape:
     delete_behavior: str
     match_field: str | None
     fields: list[str]
+    kinds: tuple[str, ...] = ()
+    """Each field's mapping kind (`column`, `static`, `object_select`, `object_build`,
+    `array_select`, `array_pick`), in the order of `fields`."""
+
+    def kind(self, index: int) -> str:
+        return self.kinds[index] if index < len(self.kinds) else "column"
+
+
+NESTED_KINDS = frozenset({"object_select", "object_build", "array_select", "array_pick"})
+"""Mapping kinds that send an object or an array."""
 
 
 Problem = tuple[str, str, str]
@@ -202,6 +212,17 @@ class Destination(ABC):
                 allowed = cls.objects.get(object_, cls.objects.get("*"))
                 if allowed is not None:
                     problems += cls.unknown_properties(sync, allowed)
+        time_field = cls.event_time_field
+        if mode == "events" and time_field in sync.fields:
+            i = sync.fields.index(time_field)
+            if sync.kind(i) in NESTED_KINDS:
+                problems.append(
+                    (
+                        f"mappings[{i}]",
+                        f"'{time_field}' is the event's time, one timestamp",
+                        f"map a timestamp column to {time_field} with `from:`",
+                    )
+                )
         return problems + cls.check_specific(sync)
 
     @classmethod

@@ -11,6 +11,7 @@ import pytest
 from retl_dagster.components.references import remote_property_errors
 from retl_dagster.destinations.base import Batch, Record
 from retl_dagster.destinations.hubspot import HubSpotConfig, HubSpotDestination
+from retl_dagster.engine.config import ConfigError
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.hubspot import FakeHubSpot
 from retl_dagster_tests.harness import defs_from_yaml, sql
@@ -287,17 +288,33 @@ def test_numbers_booleans_dates_and_nulls_arrive_as_hubspots_strings(
     assert all(isinstance(v, str) for item in body["inputs"] for v in item["properties"].values())
 
 
-def test_an_object_mapping_fails_the_run_before_anything_is_sent(
-    hubspot: FakeHubSpot, instance: dg.DagsterInstance, warehouse_path: Path
-) -> None:
-    people(warehouse_path, 3)
+def test_an_object_mapping_is_refused_when_the_sync_is_declared(hubspot: FakeHubSpot) -> None:
     config = sync("upsert", "nothing").replace(
         "  - {from: plan, to: plan}\n", "  - {to: city, object: {name: first, tier: plan}}\n"
     )
-    outcome = run_sync(defs_from_yaml(destination(), config), "contacts", instance)
+    with pytest.raises(ConfigError) as exc:
+        defs_from_yaml(destination(), config)
+    error = str(exc.value)
+    assert error.startswith("sync 'contacts', field 'mappings[2]'")
+    assert "every HubSpot property value is a string" in error and "Fix: map a scalar" in error
+
+
+def test_a_struct_column_fails_the_run_before_anything_is_sent(
+    hubspot: FakeHubSpot, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    # Only the warehouse knows `plan` is a STRUCT here: refused once its type is read.
+    people(warehouse_path, 3)
+    sql(
+        warehouse_path,
+        "create or replace table people as select id, email, first, "
+        "{'tier': plan} as plan from people",
+    )
+    outcome = run_sync(
+        defs_from_yaml(destination(), sync("upsert", "nothing")), "contacts", instance
+    )
     assert outcome.status == "failed"
     error = str(outcome.summary["error"])
-    assert "field 'mappings[2]'" in error and "every HubSpot property value is a string" in error
+    assert "every HubSpot property value is a string" in error
     assert "Fix: map a scalar column, or cast the value to text" in error
     assert hubspot.count("/batch/") == 0
 

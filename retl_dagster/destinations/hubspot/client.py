@@ -8,11 +8,14 @@ from typing import Any, ClassVar
 import httpx
 
 from retl_dagster.destinations.base import (
+    NESTED_KINDS,
     Batch,
     BatchResult,
     Destination,
     DestinationConfigError,
+    Problem,
     Record,
+    SyncShape,
 )
 from retl_dagster.destinations.encoding import parse_event_time
 from retl_dagster.destinations.http import HttpClient, error_text
@@ -114,6 +117,22 @@ class HubSpotDestination(Destination):
         )
         self.temporal: dict[str, str] = {}
         """Field -> `date` / `datetime`, from the warehouse types `prepare` is given."""
+
+    @classmethod
+    def check_specific(cls, sync: SyncShape) -> list[Problem]:
+        """At `retl validate` and load time: an object or array mapping can never be a HubSpot
+        property value (a STRUCT or JSON column mapped with `from:` is caught in `prepare`,
+        once the warehouse types are known)."""
+        return [
+            (
+                f"mappings[{i}]",
+                f"'{to}' would receive an object or array, but every HubSpot property value "
+                "is a string",
+                "map a scalar column, or build the text in the model and map it with `from:`",
+            )
+            for i, to in enumerate(sync.fields)
+            if sync.kind(i) in NESTED_KINDS
+        ]
 
     def prepare(
         self,
