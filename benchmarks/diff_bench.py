@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from retl_dagster.engine import diff  # noqa: E402
 from retl_dagster.engine.config import SyncConfig  # noqa: E402
 from retl_dagster.engine.mapping import Mapper  # noqa: E402
-from retl_dagster.engine.models import model_select  # noqa: E402
+from retl_dagster.engine.model_sql import model_select  # noqa: E402
 from retl_dagster.engine.state import SyncTables  # noqa: E402
 from retl_dagster.engine.warehouse import Warehouse, quote_ident  # noqa: E402
 

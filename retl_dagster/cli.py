@@ -11,7 +11,7 @@ from typing import Any
 import click
 from dotenv import load_dotenv
 
-from retl_dagster.engine.warehouse import PROJECT_ROOT
+from retl_dagster.common.settings import PROJECT_ROOT
 
 EXIT_FAILED = 1
 
@@ -141,10 +141,11 @@ def _validate_sync_yaml() -> list[str]:
 @main.command()
 def validate() -> None:
     """Load every declaration and check each sync against the warehouse."""
+    from retl_dagster.common.settings import safe_location
     from retl_dagster.components.references import remote_property_errors
     from retl_dagster.engine import diff
-    from retl_dagster.engine.models import model_select
-    from retl_dagster.engine.warehouse import Warehouse, safe_location
+    from retl_dagster.engine.model_sql import model_select
+    from retl_dagster.engine.warehouse import Warehouse
 
     yaml_errors = _validate_sync_yaml()
     if yaml_errors:
@@ -280,7 +281,7 @@ def _sync(name: str, as_json: bool, verbose: bool, replay_of: str | None = None)
 
 def _sync_parts(name: str) -> tuple[Any, Any, Any]:
     """(definitions, the sync's config, its destination resource)."""
-    from retl_dagster.components.destinations import resource_key
+    from retl_dagster.components.destination_resources import resource_key
 
     defs = _load_defs()
     cfg = _sync_config(defs, name)

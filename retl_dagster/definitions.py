@@ -8,8 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from retl_dagster.common.settings import DBT_EXECUTABLE, DBT_MANIFEST, DBT_PROJECT_DIR
 from retl_dagster.components.references import check_references
-from retl_dagster.engine.models import DBT_EXECUTABLE, DBT_MANIFEST, DBT_PROJECT_DIR
 
 
 def ensure_dbt_manifest() -> None:

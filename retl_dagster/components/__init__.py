@@ -1,7 +1,7 @@
 """Dagster component types: `retl_dagster.components.Sync` and `.Destinations`."""
 
 from retl_dagster.components.alerts import Alerts
-from retl_dagster.components.destinations import DestinationResource, Destinations
+from retl_dagster.components.destination_resources import DestinationResource, Destinations
 from retl_dagster.components.sync import Sync
 
 __all__ = ["Alerts", "DestinationResource", "Destinations", "Sync"]

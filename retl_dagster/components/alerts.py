@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import dagster as dg
 
 from retl_dagster.components.env import EnvBackedResource, split_env_refs
-from retl_dagster.engine.alerts import (
+from retl_dagster.engine.config import SyncConfig
+from retl_dagster.engine.notify import (
     AlertError,
     RunAlert,
     SmtpSettings,
@@ -18,7 +19,6 @@ from retl_dagster.engine.alerts import (
     send_slack,
     slack_payload,
 )
-from retl_dagster.engine.config import SyncConfig
 
 ALERTS_RESOURCE = "retl_alerts"
 UI_URL_ENV = "RETL_UI_URL"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from retl_dagster.components.alerts import ALERTS_RESOURCE, AlertChannels
-from retl_dagster.components.destinations import DestinationResource, resource_key
+from retl_dagster.components.destination_resources import DestinationResource, resource_key
 from retl_dagster.components.sync import CONFIG_METADATA_KEY
 from retl_dagster.destinations import DESTINATION_TYPES
 from retl_dagster.destinations.base import SyncShape

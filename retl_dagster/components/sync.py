@@ -7,15 +7,16 @@ from typing import Any, Literal
 
 import dagster as dg
 
+from retl_dagster.common.settings import STATE_SCHEMA
 from retl_dagster.components.alerts import alert_sensors
-from retl_dagster.components.destinations import DestinationResource, resource_key
+from retl_dagster.components.destination_resources import DestinationResource, resource_key
 from retl_dagster.components.triggers import job_name, sync_triggers
 from retl_dagster.destinations.http import format_exchange
 from retl_dagster.engine import stages
 from retl_dagster.engine.config import SyncConfig
 from retl_dagster.engine.delivery import LoadResult
 from retl_dagster.engine.state import SyncTables
-from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse
+from retl_dagster.engine.warehouse import Warehouse
 
 WAREHOUSE_POOL = "retl_warehouse"
 """Dagster concurrency pool of every step that writes the warehouse (DuckDB: one writer)."""

@@ -14,8 +14,8 @@ from typing import Any
 import dagster as dg
 
 from retl_dagster.components.alerts import AlertChannels, deliver_alert
-from retl_dagster.engine.alerts import RunAlert
 from retl_dagster.engine.config import SyncConfig
+from retl_dagster.engine.notify import RunAlert
 from retl_dagster.engine.runs import new_run_id
 from retl_dagster.engine.warehouse import Warehouse
 

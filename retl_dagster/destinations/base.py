@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 import pydantic
 
-from retl_dagster.destinations.encoding import run_time
+from retl_dagster.common.encoding import run_time
 
 Op = Literal["added", "changed", "removed", "event"]
 

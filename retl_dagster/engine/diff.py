@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from retl_dagster.common.settings import STATE_SCHEMA
 from retl_dagster.engine.config import ConfigError, SyncConfig
 from retl_dagster.engine.state import (
     RECORD_RESULTS,
@@ -15,7 +16,7 @@ from retl_dagster.engine.state import (
     ensure_state_schema,
     state_types,
 )
-from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse, quote_ident
+from retl_dagster.engine.warehouse import Warehouse, quote_ident
 
 MAX_REPORTED_KEYS = 20
 

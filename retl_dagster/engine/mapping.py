@@ -9,8 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from retl_dagster.common.encoding import FLOAT_SAFE_DIGITS, to_json_value
 from retl_dagster.destinations.base import Record
-from retl_dagster.destinations.encoding import FLOAT_SAFE_DIGITS, to_json_value
 from retl_dagster.engine.config import SyncConfig
 from retl_dagster.engine.kinds import Column, Static
 

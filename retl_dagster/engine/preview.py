@@ -7,12 +7,13 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from retl_dagster.common.settings import STATE_SCHEMA
 from retl_dagster.destinations.base import Batch, BatchResult, Destination, Record
 from retl_dagster.engine import diff as diff_stage
 from retl_dagster.engine.config import ConfigError, SyncConfig
 from retl_dagster.engine.delivery import OPS, mapper_for, ops_to_send, prepare_destination
 from retl_dagster.engine.state import SyncTables, ensure_state_schema
-from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse, quote_ident
+from retl_dagster.engine.warehouse import Warehouse, quote_ident
 
 
 @dataclass

@@ -22,7 +22,7 @@ from retl_dagster.engine import preview
 from retl_dagster.engine.config import ConfigError, SyncConfig
 from retl_dagster.engine.delivery import LoadResult, Progress, delivered_before, load
 from retl_dagster.engine.diff import DiffCounts, KeyReport
-from retl_dagster.engine.models import model_select
+from retl_dagster.engine.model_sql import model_select
 from retl_dagster.engine.runs import get_run, prune, record_run
 from retl_dagster.engine.state import reset as reset_state
 from retl_dagster.engine.warehouse import Warehouse

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retl_dagster.engine.warehouse import STATE_SCHEMA, Warehouse, quote_ident
+from retl_dagster.common.settings import STATE_SCHEMA
+from retl_dagster.engine.warehouse import Warehouse, quote_ident
 
 SYNC_RUNS = f"{STATE_SCHEMA}.sync_runs"
 RECORD_RESULTS = f"{STATE_SCHEMA}.sync_record_results"

@@ -17,18 +17,7 @@ import duckdb
 import pyarrow as pa
 import tenacity
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-STATE_SCHEMA = "_retl"
-
-
-def data_dir() -> Path:
-    """Where local files live (`RETL_DATA_DIR`, default `<project>/data`, git-ignored)."""
-    return Path(os.environ.get("RETL_DATA_DIR") or PROJECT_ROOT / "data")
-
-
-def warehouse_location() -> str:
-    """`RETL_WAREHOUSE` (a DuckDB path or SQLAlchemy URL), else `<data dir>/warehouse.duckdb`."""
-    return os.environ.get("RETL_WAREHOUSE") or str(data_dir() / "warehouse.duckdb")
+from retl_dagster.common.settings import is_url, warehouse_location
 
 
 def quote_ident(name: str) -> str:
@@ -49,23 +38,6 @@ class WarehouseError(RuntimeError):
 def _is_lock_error(exc: BaseException) -> bool:
     # Another process holds DuckDB's single write lock on the file (e.g. a concurrent sync).
     return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
-
-
-def is_url(location: str) -> bool:
-    return "://" in location
-
-
-def safe_location(location: str | None = None) -> str:
-    """The warehouse location fit for messages and logs: a URL's password hidden."""
-    location = location or warehouse_location()
-    if not is_url(location):
-        return location
-    import sqlalchemy as sa
-
-    try:
-        return sa.engine.make_url(location).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return location.split("://", 1)[0] + "://***"
 
 
 class Warehouse:

@@ -22,7 +22,8 @@ import pyarrow as pa
 import sqlalchemy as sa
 from psycopg.types.json import set_json_loads
 
-from retl_dagster.engine.warehouse import Warehouse, WarehouseError, safe_location
+from retl_dagster.common.settings import safe_location
+from retl_dagster.engine.warehouse import Warehouse, WarehouseError
 
 # `?` placeholders (the engine's, shared with DuckDB) outside quotes; every `%` is doubled
 # because psycopg reads `%s` placeholders even inside string literals.

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from retl_dagster.engine.alerts import RunAlert, slack_escape, slack_payload
+from retl_dagster.engine.notify import RunAlert, slack_escape, slack_payload
 from retl_dagster_tests.contracts.slack import ContractError, check_webhook_payload, unescaped
 from retl_dagster_tests.fakes.slack import FakeSlack
 

@@ -13,9 +13,9 @@ import pydantic
 import pytest
 
 from retl_dagster.cli import _history, _summary_line
+from retl_dagster.common.encoding import run_time
 from retl_dagster.components.sync import load_key
 from retl_dagster.destinations import phones
-from retl_dagster.destinations.encoding import run_time
 from retl_dagster.destinations.facebook import FacebookConversionsConfig, normalize
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.facebook import FakeMetaConversions

@@ -6,7 +6,7 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-from retl_dagster.destinations.encoding import to_json_value
+from retl_dagster.common.encoding import to_json_value
 from retl_dagster.engine.config import SyncConfig
 from retl_dagster.engine.mapping import Mapper
 from retl_dagster.engine.warehouse import Warehouse

@@ -8,7 +8,7 @@ import dagster as dg
 
 from retl_dagster.destinations import build_destination
 from retl_dagster.engine.config import SyncConfig
-from retl_dagster.engine.models import model_select
+from retl_dagster.engine.model_sql import model_select
 from retl_dagster.engine.preview import plan, send_one_row
 from retl_dagster.engine.warehouse import Warehouse
 from retl_dagster.runner import run_sync

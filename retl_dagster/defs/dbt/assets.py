@@ -8,8 +8,8 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from retl_dagster.engine.models import DBT_EXECUTABLE, DBT_PROJECT_DIR, dbt_target
-from retl_dagster.engine.warehouse import warehouse_location
+from retl_dagster.common.settings import DBT_EXECUTABLE, DBT_PROJECT_DIR, warehouse_location
+from retl_dagster.engine.model_sql import dbt_target
 
 # definitions.py makes sure the manifest exists (and re-parses under `dagster dev`) with the
 # venv's dbt: DbtProject.prepare_if_dev() would look for `dbt` on PATH, which an unactivated

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import httpx
 import pydantic
 
+from retl_dagster.common.encoding import parse_event_time
 from retl_dagster.destinations.base import (
     Batch,
     BatchResult,
@@ -27,7 +28,6 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
-from retl_dagster.destinations.encoding import parse_event_time
 from retl_dagster.destinations.http import HttpClient, HttpSettings, error_text
 
 MAX_TRACK_OBJECTS = 75

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from retl_dagster.common.encoding import parse_event_time
 from retl_dagster.destinations.base import (
     Batch,
     BatchResult,
@@ -27,7 +28,6 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
-from retl_dagster.destinations.encoding import parse_event_time
 from retl_dagster.destinations.facebook import normalize
 from retl_dagster.destinations.facebook.config import MAX_EVENTS, FacebookConversionsConfig
 from retl_dagster.destinations.facebook.exceptions import FacebookAuthError, InvalidValue

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import pydantic
 
+from retl_dagster.common.settings import data_dir
 from retl_dagster.destinations.base import Batch, BatchResult, Destination, DestinationConfig
-from retl_dagster.engine.warehouse import data_dir
 
 
 class FileConfig(DestinationConfig):

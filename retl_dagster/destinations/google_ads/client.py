@@ -19,6 +19,7 @@ import json
 import zoneinfo
 from typing import Any, ClassVar
 
+from retl_dagster.common.encoding import parse_event_time
 from retl_dagster.destinations.base import (
     Batch,
     BatchResult,
@@ -28,7 +29,6 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
-from retl_dagster.destinations.encoding import parse_event_time
 from retl_dagster.destinations.google_ads import normalize
 from retl_dagster.destinations.google_ads.api import GoogleAdsApi, describe, parse_errors
 from retl_dagster.destinations.google_ads.config import (

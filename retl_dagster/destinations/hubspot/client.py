@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from retl_dagster.common.encoding import parse_event_time
 from retl_dagster.destinations.base import (
     NESTED_KINDS,
     Batch,
@@ -17,7 +18,6 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
-from retl_dagster.destinations.encoding import parse_event_time
 from retl_dagster.destinations.http import HttpClient, error_text
 from retl_dagster.destinations.hubspot.config import HubSpotConfig
 from retl_dagster.destinations.hubspot.exceptions import HubSpotAuthError

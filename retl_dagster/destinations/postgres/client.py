@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from retl_dagster.common.encoding import to_json_value
 from retl_dagster.destinations.base import Batch, BatchResult, Destination, Record
-from retl_dagster.destinations.encoding import to_json_value
 from retl_dagster.destinations.postgres.config import PostgresConfig
 from retl_dagster.destinations.postgres.exceptions import PostgresSchemaError
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import pydantic
 
+from retl_dagster.common.encoding import parse_event_time
 from retl_dagster.destinations.base import (
     Batch,
     BatchResult,
@@ -26,7 +27,6 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
-from retl_dagster.destinations.encoding import parse_event_time
 from retl_dagster.destinations.http import HttpClient, HttpSettings, error_text
 
 # Segment documents 500 KB a batch request; its official Python SDK (segment-analytics-python,

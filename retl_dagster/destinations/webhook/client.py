@@ -4,8 +4,8 @@ import hashlib
 import hmac
 from typing import Any, ClassVar
 
+from retl_dagster.common.encoding import dumps
 from retl_dagster.destinations.base import Batch, BatchResult, Destination
-from retl_dagster.destinations.encoding import dumps
 from retl_dagster.destinations.http import HttpClient, error_text
 from retl_dagster.destinations.webhook.config import WebhookConfig
 

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+from retl_dagster.common.settings import DBT_MANIFEST, is_url, warehouse_location
 from retl_dagster.engine.config import ConfigError, SyncConfig
-from retl_dagster.engine.warehouse import PROJECT_ROOT, is_url, quote_relation, warehouse_location
-
-DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_models"
-DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
-# The venv's dbt, so nothing depends on the venv being activated (PATH).
-DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
+from retl_dagster.engine.warehouse import quote_relation
 
 
 def dbt_target(location: str | None = None) -> tuple[str, dict[str, str]]:

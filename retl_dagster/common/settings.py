@@ -1,0 +1,47 @@
+"""Where things are: the project, its data directory, the warehouse, the dbt project.
+
+Read from the environment each time (tests and `retl` change it between calls): `RETL_DATA_DIR`,
+`RETL_WAREHOUSE`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+STATE_SCHEMA = "_retl"
+"""The warehouse schema retl keeps its state and logs in."""
+
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_models"
+DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+# The venv's dbt, so nothing depends on the venv being activated (PATH).
+DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
+
+
+def data_dir() -> Path:
+    """Where local files live (`RETL_DATA_DIR`, default `<project>/data`, git-ignored)."""
+    return Path(os.environ.get("RETL_DATA_DIR") or PROJECT_ROOT / "data")
+
+
+def warehouse_location() -> str:
+    """`RETL_WAREHOUSE` (a DuckDB path or SQLAlchemy URL), else `<data dir>/warehouse.duckdb`."""
+    return os.environ.get("RETL_WAREHOUSE") or str(data_dir() / "warehouse.duckdb")
+
+
+def is_url(location: str) -> bool:
+    return "://" in location
+
+
+def safe_location(location: str | None = None) -> str:
+    """The warehouse location fit for messages and logs: a URL's password hidden."""
+    location = location or warehouse_location()
+    if not is_url(location):
+        return location
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(location).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return location.split("://", 1)[0] + "://***"
