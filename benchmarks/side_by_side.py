@@ -253,7 +253,7 @@ def task_dlt(url: str, n: int, batch: int) -> dict[str, Any]:
 
 
 def task_engine_load(url: str, n: int, batch: int, concurrency: int) -> dict[str, Any]:
-    from retl_dagster.destinations.webhook import WebhookConfig, WebhookDestination
+    from retl_dagster.destinations.impl.webhook import WebhookConfig, WebhookDestination
     from retl_dagster.engine import diff
     from retl_dagster.engine.delivery import load
     from retl_dagster.engine.warehouse import Warehouse

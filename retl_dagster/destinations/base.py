@@ -9,11 +9,12 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import pydantic
 
 from retl_dagster.common.encoding import run_time
+from retl_dagster.destinations.bisect import DEFAULT_BUDGET, RequestBudget
 
 Op = Literal["added", "changed", "removed", "event"]
 
@@ -124,13 +125,42 @@ class DestinationConfig(pydantic.BaseModel):
     # Numeric-looking ids in YAML (`project_id: 123`) are still ids.
     model_config = pydantic.ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
+    batch_size: int | None = None
+    """Records per batch, within the destination's `max_batch_size` (None: that maximum). Every
+    config declares its own, with the API's bounds and default."""
 
-class Destination(ABC):
-    """An API client that delivers batches of records."""
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The fields in the order the config's classes declare them, a field a subclass declares
+        again (e.g. `batch_size`, with its own bounds) where the subclass declares it."""
+        order: dict[str, None] = {}
+        for klass in reversed(cls.__mro__):
+            for name in vars(klass).get("__annotations__", {}):
+                if name in cls.model_fields:
+                    order.pop(name, None)
+                    order[name] = None
+        return [*order, *(n for n in cls.model_fields if n not in order)]
+
+
+class ConcurrencyConfig(DestinationConfig):
+    """For configs whose destination may have several batches in flight at once; a config
+    without it refuses the key."""
+
+    concurrency: int = pydantic.Field(default=1, ge=1)
+    """Batches in flight at once, within the destination's `max_concurrency`."""
+
+
+ConfigT = TypeVar("ConfigT", bound=DestinationConfig)
+
+
+class Destination(ABC, Generic[ConfigT]):
+    """An API client that delivers batches of records, configured by a `ConfigT`."""
 
     type: ClassVar[str]
     # builtins.type: the class attribute `type` above shadows the builtin in this scope.
     config_class: ClassVar[builtins.type[DestinationConfig]]
+    """The pydantic model of this destination's options (the `ConfigT` its __init__ takes)."""
+    config: ConfigT
     modes: ClassVar[frozenset[str]]
     """Sync modes this destination supports."""
     delete_behaviors: ClassVar[frozenset[str]] = frozenset({"nothing", "clear", "delete"})
@@ -157,6 +187,9 @@ class Destination(ABC):
     """Events destinations: the field a sync maps its event-time column to (Mixpanel `time`,
     Segment `timestamp`...). The client sends it in its API's own time format, never among the
     event's properties; see `encoding.parse_event_time` for what it accepts."""
+    bisect_budget: ClassVar[int] = DEFAULT_BUDGET
+    """Extra requests one delivered batch may spend isolating records an API refused a whole
+    request for (see `bisect.send_isolating`)."""
 
     @classmethod
     def check_sync(cls, sync: SyncShape) -> list[Problem]:
@@ -218,7 +251,7 @@ class Destination(ABC):
             if sync.kind(i) in NESTED_KINDS:
                 problems.append(
                     (
-                        f"mappings[{i}]",
+                        f"mappings[{i + 1}]",
                         f"'{time_field}' is the event's time, one timestamp",
                         f"map a timestamp column to {time_field} with `from:`",
                     )
@@ -235,7 +268,7 @@ class Destination(ABC):
                 f"'{f}' is not a property of {cls.type} {sync.object}",
                 f"use one of {listing}",
             )
-            for i, f in enumerate(sync.fields)
+            for i, f in enumerate(sync.fields, start=1)
             if f not in allowed
         ]
 
@@ -249,13 +282,18 @@ class Destination(ABC):
         """This API's own rules (override)."""
         return []
 
-    def __init__(self, name: str, config: DestinationConfig) -> None:
+    def __init__(self, name: str, config: ConfigT) -> None:
         self.name = name
         self.config = config
         # Every destination's config may set batch_size (within max_batch_size).
-        self.batch_size: int = getattr(config, "batch_size", None) or self.max_batch_size
-        # A config may set concurrency (within max_concurrency).
-        self.concurrency: int = min(getattr(config, "concurrency", 1) or 1, self.max_concurrency)
+        self.batch_size: int = config.batch_size or self.max_batch_size
+        # A config that accepts concurrency may set it (within max_concurrency).
+        concurrency = config.concurrency if isinstance(config, ConcurrencyConfig) else 1
+        self.concurrency: int = min(concurrency, self.max_concurrency)
+
+    def request_budget(self) -> RequestBudget:
+        """A fresh budget for isolating refused records: one per delivered batch."""
+        return RequestBudget(self.bisect_budget)
 
     def prepare(  # noqa: B027 - optional hook
         self,
@@ -280,7 +318,7 @@ class Destination(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
-    def __enter__(self) -> Destination:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

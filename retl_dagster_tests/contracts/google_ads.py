@@ -21,7 +21,7 @@ from typing import Any
 import google.ads.googleads
 from google.protobuf.json_format import ParseError
 
-from retl_dagster.destinations.google_ads.config import GoogleAdsConfig
+from retl_dagster.destinations.impl.google_ads.config import GoogleAdsConfig
 
 
 @functools.cache

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from retl_dagster.destinations.base import Batch, Record
-from retl_dagster.destinations.braze import BrazeConfig, BrazeDestination
+from retl_dagster.destinations.impl.braze import BrazeConfig, BrazeDestination
 from retl_dagster_tests.fakes.braze import FakeBraze, event_problem
 
 KEY = "rest-key"

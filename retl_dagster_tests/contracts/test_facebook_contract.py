@@ -19,11 +19,11 @@ from facebook_business.adobjects.serverside.gender import Gender
 from facebook_business.adobjects.serverside.user_data import UserData
 
 from retl_dagster.destinations.base import Batch, Record
-from retl_dagster.destinations.facebook import (
+from retl_dagster.destinations.impl.facebook import (
     FacebookConversionsConfig,
     FacebookConversionsDestination,
 )
-from retl_dagster.destinations.facebook.normalize import USER_DATA_KEYS
+from retl_dagster.destinations.impl.facebook.normalize import USER_DATA_KEYS
 from retl_dagster_tests.contracts import facebook as contract
 from retl_dagster_tests.fakes.facebook import FakeMetaConversions
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from retl_dagster.destinations.base import Batch, Record
-from retl_dagster.destinations.google_ads import GoogleAdsConfig, GoogleAdsDestination
+from retl_dagster.destinations.impl.google_ads import GoogleAdsConfig, GoogleAdsDestination
 from retl_dagster_tests.contracts import google_ads as contract
 from retl_dagster_tests.fakes.google_ads import FakeGoogleAds
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from retl_dagster.destinations.google_sheets.client import GoogleSheetsDestination
+from retl_dagster.destinations.impl.google_sheets.client import GoogleSheetsDestination
 from retl_dagster_tests.contracts.google_sheets import ContractError, check_request, method
 
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from retl_dagster.destinations.base import Batch, DestinationConfigError, Record
-from retl_dagster.destinations.hubspot import HubSpotConfig, HubSpotDestination
-from retl_dagster.destinations.hubspot.client import property_value
+from retl_dagster.destinations.impl.hubspot import HubSpotConfig, HubSpotDestination
+from retl_dagster.destinations.impl.hubspot.client import property_value
 from retl_dagster_tests.contracts.hubspot import ContractError, check_batch_request
 from retl_dagster_tests.fakes.hubspot import FakeHubSpot
 
@@ -95,7 +95,7 @@ def test_an_object_or_array_mapping_is_refused_before_sending(fake: FakeHubSpot)
             {"email": "VARCHAR", "city": "JSON", "tags": "VARCHAR[]"},
             "VARCHAR",
         )
-    assert str(info.value).startswith("destination 'hubspot', field 'mappings[1]': 'city'")
+    assert str(info.value).startswith("destination 'hubspot', field 'mappings[2]': 'city'")
     assert "Fix:" in str(info.value)
     assert fake.log == []
 

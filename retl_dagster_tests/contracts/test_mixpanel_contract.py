@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from retl_dagster.destinations.base import Batch, Op, Record
-from retl_dagster.destinations.mixpanel import MixpanelConfig, MixpanelDestination
+from retl_dagster.destinations.impl.mixpanel import MixpanelConfig, MixpanelDestination
 from retl_dagster_tests.contracts import mixpanel as contract
 from retl_dagster_tests.fakes.mixpanel import FakeMixpanel
 

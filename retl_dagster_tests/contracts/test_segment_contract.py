@@ -19,8 +19,8 @@ import segment.analytics.request as sdk_request
 from segment.analytics.client import Client
 
 from retl_dagster.destinations.base import Batch, Op, Record
-from retl_dagster.destinations.segment import SegmentConfig, SegmentDestination
-from retl_dagster.destinations.segment import client as our_client
+from retl_dagster.destinations.impl.segment import SegmentConfig, SegmentDestination
+from retl_dagster.destinations.impl.segment import client as our_client
 from retl_dagster_tests.contracts import segment as contract
 from retl_dagster_tests.fakes.segment import FakeSegment
 

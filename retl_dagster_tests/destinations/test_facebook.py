@@ -16,7 +16,7 @@ from retl_dagster.cli import _history, _summary_line
 from retl_dagster.common.encoding import run_time
 from retl_dagster.components.sync import load_key
 from retl_dagster.destinations import phones
-from retl_dagster.destinations.facebook import FacebookConversionsConfig, normalize
+from retl_dagster.destinations.impl.facebook import FacebookConversionsConfig, normalize
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.facebook import FakeMetaConversions
 from retl_dagster_tests.harness import defs_from_yaml, load_warnings, sql
@@ -284,7 +284,7 @@ def test_declarations_meta_cannot_take() -> None:
 
 
 def test_event_time_from_epoch_and_naive_timestamps() -> None:
-    from retl_dagster.destinations.facebook.client import unix_seconds
+    from retl_dagster.destinations.impl.facebook.client import unix_seconds
 
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert unix_seconds("2025-12-31T23:00:00", now) == int(now.timestamp()) - 3600

@@ -15,8 +15,8 @@ import pytest
 from retl_dagster.cli import _history, _summary_line
 from retl_dagster.components.sync import load_key
 from retl_dagster.destinations import phones
-from retl_dagster.destinations.google_ads import normalize
-from retl_dagster.destinations.google_ads.client import conversion_date_time
+from retl_dagster.destinations.impl.google_ads import normalize
+from retl_dagster.destinations.impl.google_ads.client import conversion_date_time
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.google_ads import FakeGoogleAds
 from retl_dagster_tests.harness import defs_from_yaml, load_warnings, sql

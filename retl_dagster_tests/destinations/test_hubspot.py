@@ -10,7 +10,7 @@ import pytest
 
 from retl_dagster.components.references import remote_property_errors
 from retl_dagster.destinations.base import Batch, Record
-from retl_dagster.destinations.hubspot import HubSpotConfig, HubSpotDestination
+from retl_dagster.destinations.impl.hubspot import HubSpotConfig, HubSpotDestination
 from retl_dagster.engine.config import ConfigError
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.hubspot import FakeHubSpot
@@ -195,7 +195,7 @@ def test_validate_refuses_a_property_hubspot_does_not_have(hubspot: FakeHubSpot)
     defs = defs_from_yaml(destination(), sync().replace("to: firstname", "to: first_name"))
     [error] = remote_property_errors(defs)
     assert error.startswith(
-        "sync 'contacts', field 'mappings[1].to': 'first_name' is not a "
+        "sync 'contacts', field 'mappings[2].to': 'first_name' is not a "
         "property of hubspot contacts. Fix: use one of city, company, email,"
     )
     assert remote_property_errors(defs_from_yaml(destination(), sync())) == []
@@ -295,7 +295,7 @@ def test_an_object_mapping_is_refused_when_the_sync_is_declared(hubspot: FakeHub
     with pytest.raises(ConfigError) as exc:
         defs_from_yaml(destination(), config)
     error = str(exc.value)
-    assert error.startswith("sync 'contacts', field 'mappings[2]'")
+    assert error.startswith("sync 'contacts', field 'mappings[3]'")
     assert "every HubSpot property value is a string" in error and "Fix: map a scalar" in error
 
 

@@ -151,12 +151,12 @@ def test_a_mapped_event_time_is_the_events_time(
 
 def test_an_event_time_built_as_an_object_is_refused_before_anything_is_sent() -> None:
     from retl_dagster.destinations.base import SyncShape
-    from retl_dagster.destinations.mixpanel import MixpanelDestination
+    from retl_dagster.destinations.impl.mixpanel import MixpanelDestination
 
     shape = SyncShape(
         "events", "Signed Up", "nothing", None, ["plan", "time"], ("column", "object_build")
     )
     [(field, problem, fix)] = MixpanelDestination.check_sync(shape)
-    assert field == "mappings[1]" and "event's time" in problem and "with `from:`" in fix
+    assert field == "mappings[2]" and "event's time" in problem and "with `from:`" in fix
     ok = SyncShape("events", "Signed Up", "nothing", None, ["plan", "time"], ("column", "column"))
     assert MixpanelDestination.check_sync(ok) == []

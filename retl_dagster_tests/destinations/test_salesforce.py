@@ -168,5 +168,5 @@ def test_an_expired_session_logs_in_again_and_resends(sf: FakeSalesforce) -> Non
 def test_validate_checks_fields_against_describe(sf: FakeSalesforce) -> None:
     bad = sync().replace("to: Plan__c", "to: Tier__c")
     [error] = remote_property_errors(defs_from_yaml(dest(), bad))
-    assert "field 'mappings[2].to': 'Tier__c' is not a property of salesforce Contact" in error
+    assert "field 'mappings[3].to': 'Tier__c' is not a property of salesforce Contact" in error
     assert "use one of Email, External_Id__c, FirstName, Id, LastName, Plan__c" in error

@@ -83,7 +83,7 @@ def test_bad_options_name_the_field() -> None:
 
 
 def test_signature_helper_is_plain_hmac_sha256() -> None:
-    from retl_dagster.destinations.webhook.client import sign
+    from retl_dagster.destinations.impl.webhook.client import sign
 
     body = b'{"a":1}'
     assert sign(SECRET, body) == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()

@@ -1,6 +1,0 @@
-"""Google Ads API destination: offline click conversions and Customer Match user lists."""
-
-from retl_dagster.destinations.google_ads.client import GoogleAdsDestination
-from retl_dagster.destinations.google_ads.config import GoogleAdsConfig
-
-__all__ = ["GoogleAdsConfig", "GoogleAdsDestination"]

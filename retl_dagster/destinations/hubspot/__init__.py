@@ -1,6 +1,0 @@
-"""HubSpot CRM v3 destination: contacts, companies, deals and custom objects."""
-
-from retl_dagster.destinations.hubspot.client import HubSpotDestination
-from retl_dagster.destinations.hubspot.config import HubSpotConfig
-
-__all__ = ["HubSpotConfig", "HubSpotDestination"]

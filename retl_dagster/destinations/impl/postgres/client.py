@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections import defaultdict
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from retl_dagster.common.encoding import to_json_value
+from retl_dagster.destinations.base import Batch, BatchResult, Destination, Record
+from retl_dagster.destinations.impl.postgres.config import PostgresConfig
+from retl_dagster.destinations.impl.postgres.exceptions import PostgresSchemaError
+
+_SIMPLE_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "VARCHAR": sa.Text(),
+    "BIGINT": sa.BigInteger(),
+    "INTEGER": sa.Integer(),
+    "SMALLINT": sa.SmallInteger(),
+    "TINYINT": sa.SmallInteger(),
+    "UTINYINT": sa.SmallInteger(),
+    "USMALLINT": sa.Integer(),
+    "UINTEGER": sa.BigInteger(),
+    "UBIGINT": sa.Numeric(20, 0),
+    "HUGEINT": sa.Numeric(38, 0),
+    "DOUBLE": sa.Double(),
+    "FLOAT": sa.REAL(),
+    "BOOLEAN": sa.Boolean(),
+    "DATE": sa.Date(),
+    "TIME": sa.Time(),
+    "TIMESTAMP": sa.DateTime(),
+    "TIMESTAMP WITH TIME ZONE": sa.DateTime(timezone=True),
+    "UUID": pg.UUID(as_uuid=True),
+    "BLOB": sa.LargeBinary(),
+    "INTERVAL": sa.Interval(),
+}
+
+
+def column_type(warehouse_type: str) -> sa.types.TypeEngine[Any]:
+    """A PostgreSQL column type for a DuckDB type; nested types (STRUCT, LIST, MAP) as JSONB."""
+    t = warehouse_type.upper()
+    m = re.fullmatch(r"DECIMAL\((\d+),\s*(\d+)\)", t)
+    if m:
+        return sa.Numeric(int(m.group(1)), int(m.group(2)))
+    return _SIMPLE_TYPES.get(t, pg.JSONB())
+
+
+def _pg_error(exc: DBAPIError) -> str:
+    """PostgreSQL's own message (first line) without SQLAlchemy's statement dump."""
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+
+
+class PostgresDestination(Destination[PostgresConfig]):
+    type: ClassVar[str] = "postgres"
+    config_class = PostgresConfig
+    modes = frozenset({"insert", "update", "upsert", "mirror"})
+    max_batch_size = 50_000
+    native_values = True
+    requires_object = True
+    requires_match = frozenset({"insert", "update", "upsert", "mirror"})
+
+    def __init__(self, name: str, config: PostgresConfig) -> None:
+        super().__init__(name, config)
+        # JSONB values may hold Decimals and datetimes: encode them as every JSON destination does.
+        self.engine = sa.create_engine(
+            config.url.get_secret_value(),
+            pool_pre_ping=True,
+            json_serializer=lambda v: json.dumps(to_json_value(v), allow_nan=False),
+        )
+        self.table: sa.Table | None = None
+        self.key = ""
+
+    def prepare(
+        self,
+        object_: str | None,
+        match_field: str | None,
+        field_types: dict[str, str],
+        match_type: str | None,
+    ) -> None:
+        assert object_ and match_field and match_type  # check_sync guarantees them
+        schema, _, name = object_.rpartition(".")
+        schema = schema or "public"
+        self.key = match_field
+        md = sa.MetaData()
+        try:
+            with self.engine.begin() as conn:
+                if not sa.inspect(conn).has_table(name, schema=schema):
+                    if not self.config.create_table:
+                        raise PostgresSchemaError(
+                            f"destination '{self.name}': table {schema}.{name} does not exist; "
+                            "create it or set create_table: true"
+                        )
+                    cols = [sa.Column(match_field, column_type(match_type), primary_key=True)]
+                    cols += [
+                        sa.Column(f, column_type(t))
+                        for f, t in field_types.items()
+                        if f != match_field
+                    ]
+                    sa.Table(name, md, *cols, schema=schema).create(conn)
+                table = sa.Table(name, md, schema=schema, autoload_with=conn)
+                unique = {
+                    tuple(c["column_names"])
+                    for c in sa.inspect(conn).get_unique_constraints(name, schema=schema)
+                }
+                unique.add(tuple(table.primary_key.columns.keys()))
+                unique |= {
+                    tuple(str(c) for c in i["column_names"])
+                    for i in sa.inspect(conn).get_indexes(name, schema=schema)
+                    if i["unique"]
+                }
+        except OperationalError as exc:
+            raise PostgresSchemaError(f"destination '{self.name}': {_pg_error(exc)}") from exc
+        missing = [f for f in [match_field, *field_types] if f not in table.c]
+        if missing:
+            raise PostgresSchemaError(
+                f"destination '{self.name}': table {schema}.{name} has no column(s) "
+                f"{', '.join(missing)}; add them or change the sync's mappings"
+            )
+        if (match_field,) not in unique:
+            raise PostgresSchemaError(
+                f"destination '{self.name}': {schema}.{name}.{match_field} is not unique; "
+                f"add a primary key or unique index on it (record matching needs one)"
+            )
+        self.table = table
+
+    # -- delivery ---------------------------------------------------------------------------
+    def deliver(self, batch: Batch) -> BatchResult:
+        try:
+            with self.engine.begin() as conn:  # the whole batch, or nothing
+                rejected = self._apply(conn, batch.mode, batch.records)
+            return BatchResult(rejected=rejected)
+        except OperationalError:
+            raise  # connection trouble: the run fails; nothing in the batch is marked synced
+        except DBAPIError:
+            pass
+        # A bad value failed the batch: apply record by record to reject only the bad ones.
+        rejected = {}
+        for record in batch.records:
+            try:
+                with self.engine.begin() as conn:
+                    rejected.update(self._apply(conn, batch.mode, [record]))
+            except OperationalError:
+                raise
+            except DBAPIError as exc:
+                rejected[record.key] = _pg_error(exc)
+        return BatchResult(rejected=rejected)
+
+    def _key_value(self, record: Record) -> Any:
+        assert self.table is not None
+        value = record.match_value
+        if record.op == "removed" and isinstance(value, str):
+            # Removed rows carry the key as last synced, as text: back to the column's type.
+            with contextlib.suppress(NotImplementedError, TypeError, ValueError):
+                value = self.table.c[self.key].type.python_type(value)
+        return value
+
+    def _apply(self, conn: sa.Connection, mode: str, records: list[Record]) -> dict[str, str]:
+        assert self.table is not None
+        t, key = self.table, self.key
+        rejected: dict[str, str] = {}
+        removed = [self._key_value(r) for r in records if r.op == "removed"]
+        if removed:
+            conn.execute(sa.delete(t).where(t.c[key].in_(removed)))
+        writes = [r for r in records if r.op != "removed"]
+        if mode == "update" and writes:
+            wanted = [self._key_value(r) for r in writes]
+            found: set[Any] = set(conn.scalars(sa.select(t.c[key]).where(t.c[key].in_(wanted))))
+            for r, v in zip(list(writes), wanted, strict=True):
+                if v not in found:
+                    rejected[r.key] = (
+                        f"no row with {key} = {v!r} in {t.fullname}; update mode never creates rows"
+                    )
+                    writes.remove(r)
+        # One statement per set of fields (sync_nulls: false leaves some out of some records).
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for r in writes:
+            row = {f: v for f, v in r.fields.items() if f != key}
+            groups[tuple(sorted(row))].append({**row, key: self._key_value(r)})
+        for fields, rows in groups.items():
+            if mode == "update":
+                upd = (
+                    sa.update(t)
+                    .where(t.c[key] == sa.bindparam("_key"))
+                    .values({f: sa.bindparam(f) for f in fields})
+                )
+                conn.execute(upd, [{**row, "_key": row[key]} for row in rows])
+                continue
+            ins = pg.insert(t)
+            if mode == "insert":
+                stmt = ins.on_conflict_do_nothing(index_elements=[key])
+            elif fields:
+                stmt = ins.on_conflict_do_update(
+                    index_elements=[key], set_={f: ins.excluded[f] for f in fields}
+                )
+            else:
+                stmt = ins.on_conflict_do_nothing(index_elements=[key])
+            conn.execute(stmt, rows)
+        return rejected
+
+    def close(self) -> None:
+        self.engine.dispose()

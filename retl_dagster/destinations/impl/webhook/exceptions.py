@@ -1,0 +1,8 @@
+"""The webhook's errors. It raises none of its own: a request that fails every attempt raises
+`http.GaveUp` (a DestinationError), and whatever the receiver refuses is rejected per record."""
+
+from __future__ import annotations
+
+from retl_dagster.destinations.http import GaveUp
+
+__all__ = ["GaveUp"]

@@ -1,6 +1,0 @@
-"""PostgreSQL table destination: upsert / insert / update / mirror rows into a table."""
-
-from retl_dagster.destinations.postgres.client import PostgresDestination
-from retl_dagster.destinations.postgres.config import PostgresConfig
-
-__all__ = ["PostgresConfig", "PostgresDestination"]

@@ -1,6 +1,0 @@
-"""Generic webhook destination: JSON batches over HTTP POST, signed, idempotent."""
-
-from retl_dagster.destinations.webhook.client import WebhookDestination
-from retl_dagster.destinations.webhook.config import WebhookConfig
-
-__all__ = ["WebhookConfig", "WebhookDestination"]
