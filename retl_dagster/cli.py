@@ -1,12 +1,20 @@
-"""`retl`: the command line over the same Dagster definitions the UI shows."""
+"""`retl`: the command line over the same declarations and Dagster definitions the UI shows.
+
+Commands that only read (`status`, `runs`, the YAML checks of `validate`) read the YAML and the
+warehouse and never build Dagster's definitions, so they answer in about a second; a run
+(`sync`, `replay`, `test-row`) builds them, as it goes through Dagster. Every mistake is a few
+lines naming the sync, the field and the fix; `--verbose` adds the traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import traceback
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from dotenv import load_dotenv
@@ -14,6 +22,8 @@ from dotenv import load_dotenv
 from retl_dagster.common.settings import PROJECT_ROOT
 
 EXIT_FAILED = 1
+STATUS_LOCK_WAIT_S = 5.0
+"""How long `status` and `runs` wait for a warehouse another process holds."""
 
 # One warehouse-writing step at a time (DuckDB allows a single writer per file), and one queued
 # run per sync (job tag `retl/sync`) for runs launched from the UI, schedules and sensors.
@@ -42,6 +52,11 @@ STATUS_WORDS = {
     "failed": "Failed",
     "incomplete": "Incomplete",
 }
+IN_FLIGHT = ("querying", "preparing", "queued", "in_progress")
+
+
+class CliError(Exception):
+    """A mistake to report in a line or two, without a traceback."""
 
 
 def ensure_dagster_home() -> Path:
@@ -62,28 +77,87 @@ def ensure_dagster_home() -> Path:
     return home
 
 
+def short_message(exc: BaseException) -> str:
+    """The message a person needs: ours, not the wrappers Dagster puts around it."""
+    from retl_dagster.destinations.base import DestinationConfigError, DestinationError
+    from retl_dagster.engine.config import ConfigError
+    from retl_dagster.engine.warehouse import WarehouseError
+
+    ours = (ConfigError, DestinationConfigError, DestinationError, WarehouseError, CliError)
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for e in chain:
+        if isinstance(e, ours) or type(e).__name__ == "SyncDeclarationError":
+            return str(e)
+    return str(chain[-1]) or type(chain[-1]).__name__
+
+
+class RetlGroup(click.Group):
+    """Turns any error into `error: <message>` and exit 1; `--verbose` adds the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every error is reported, none is lost
+            verbose = "--verbose" in sys.argv
+            if verbose:
+                traceback.print_exc()
+            click.echo(f"error: {short_message(exc)}", err=True)
+            if not verbose:
+                click.echo("(run with --verbose for the traceback)", err=True)
+            sys.exit(EXIT_FAILED)
+
+
+def _fail(message: str) -> NoReturn:
+    raise CliError(message)
+
+
+def _declarations() -> Any:
+    from retl_dagster.engine.declarations import read_declarations
+
+    return read_declarations()
+
+
+def _sync_config(name: str, *, runnable: bool = True) -> Any:
+    """The declared sync `name`, read from its YAML; a clear error when it is unknown, invalid
+    or (`runnable`) disabled."""
+    decls = _declarations()
+    known = sorted([*decls.syncs, *decls.invalid])
+    if name not in known:
+        _fail(f"no sync named '{name}'. Syncs: {', '.join(known) or 'none'}")
+    problem = decls.problems().get(name)
+    if problem:
+        _fail(f"sync {name} is invalid and cannot run:\n{problem}")
+    cfg = decls.syncs[name]
+    if runnable and not cfg.enabled:
+        _fail(f"sync {name} is disabled (enabled: false in its defs.yaml); enable it to run it")
+    return cfg
+
+
 def _load_defs() -> Any:
+    """Dagster's definitions of the project (a run needs them); another broken sync does not
+    stop this one."""
     from retl_dagster.definitions import defs
 
     return defs()
 
 
-def _configs(defs: Any) -> dict[str, Any]:
-    from retl_dagster.components.references import sync_configs
+def _resource(defs: Any, cfg: Any) -> Any:
+    from retl_dagster.components.destination_resources import resource_key
 
-    return {c.name: c for c in sync_configs(defs)}
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_FAILED)
+    return (defs.resources or {})[resource_key(cfg.destination)]
 
 
-def _sync_config(defs: Any, name: str) -> Any:
-    configs = _configs(defs)
-    if name not in configs:
-        _fail(f"no sync named '{name}'. Syncs: {', '.join(configs) or 'none'}")
-    return configs[name]
+def _console() -> Any:
+    """Full width when not on a terminal (a pipe or a file is never cut at 80 columns)."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 10_000)
 
 
 def _summary_line(s: dict[str, Any]) -> str:
@@ -104,90 +178,85 @@ def _summary_line(s: dict[str, Any]) -> str:
     return line
 
 
-@click.group()
-def main() -> None:
+@click.group(cls=RetlGroup)
+@click.version_option(package_name="retl-dagster", prog_name="retl")
+@click.option("--verbose", is_flag=True, help="Show tracebacks of errors.")
+def main(verbose: bool) -> None:
     """Reverse ETL on Dagster: validate, run and inspect syncs."""
+    if not verbose:
+        # Dagster's beta/preview notices are for its API's users, not for ours.
+        warnings.filterwarnings("ignore")
     ensure_dagster_home()
 
 
-def _validate_sync_yaml() -> list[str]:
-    """Check every Sync defs.yaml on its own first, for errors that name the sync and the fix
-    (Dagster's loader names only the file and line)."""
-    import pydantic
-    import yaml
-
-    from retl_dagster.engine.config import SyncConfig, explain
-
-    errors: list[str] = []
-    for path in sorted((PROJECT_ROOT / "retl_dagster" / "defs").rglob("defs.yaml")):
-        rel = path.relative_to(PROJECT_ROOT)
-        try:
-            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        except yaml.YAMLError as exc:
-            errors.append(f"{rel}: not valid YAML: {exc}")
-            continue
-        for doc in docs:
-            if doc.get("type") != "retl_dagster.components.Sync":
-                continue
-            attrs = doc.get("attributes") or {}
-            name = attrs.get("name") or path.parent.name
-            try:
-                SyncConfig.model_validate(attrs)
-            except pydantic.ValidationError as exc:
-                errors += explain(exc, name, str(rel))
-    return errors
-
-
 @main.command()
-def validate() -> None:
-    """Load every declaration and check each sync against the warehouse."""
-    from retl_dagster.common.settings import safe_location
-    from retl_dagster.components.references import remote_property_errors
+@click.option(
+    "--no-warehouse",
+    is_flag=True,
+    help="Check the YAML and the definitions only (models and keys are not checked).",
+)
+def validate(no_warehouse: bool) -> None:
+    """Check every declaration, Dagster's definitions, and each sync against the warehouse."""
+    decls = _declarations()
+    errors: list[str] = list(decls.errors)
+    for _, problem in sorted(decls.problems().items()):
+        errors += problem.splitlines()
+    for name, (_, error) in sorted(decls.destinations.items()):
+        if error and not any(f"destination '{name}'" in e for e in errors):
+            errors.append(error)
+    defs = None
+    if not errors:
+        os.environ["RETL_STRICT"] = "1"  # what Dagster accepts, checked as CI checks it
+        try:
+            defs = _load_defs()
+        except Exception as exc:  # noqa: BLE001 - reported with the others
+            errors.append(short_message(exc))
+    if defs is not None and not no_warehouse:
+        errors += _warehouse_errors(decls)
+    if defs is not None:
+        from retl_dagster.components.references import remote_property_errors
+
+        errors += remote_property_errors(defs)
+    for e in errors:
+        click.echo(f"error: {e}", err=True)
+    if errors:
+        sys.exit(EXIT_FAILED)
+    checked = "" if not no_warehouse else " (warehouse not checked: --no-warehouse)"
+    click.echo(f"ok: {len(decls.syncs)} sync(s) valid{checked}: {', '.join(decls.syncs)}")
+
+
+def _warehouse_errors(decls: Any) -> list[str]:
+    """Each sync against the warehouse: its model's columns and keys. A warehouse that cannot be
+    read is an error: validate never passes what it could not check."""
+    from retl_dagster.common.settings import is_url, safe_location, warehouse_location
     from retl_dagster.engine import diff
     from retl_dagster.engine.model_sql import model_select
-    from retl_dagster.engine.warehouse import Warehouse
+    from retl_dagster.engine.warehouse import Warehouse, WarehouseBusy
 
-    yaml_errors = _validate_sync_yaml()
-    if yaml_errors:
-        for e in yaml_errors:
-            click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_FAILED)
+    location = warehouse_location()
+    if not is_url(location) and not Path(location).exists():
+        return [
+            f"the warehouse {location} does not exist, so no model could be checked. Fix: build "
+            "the models first (README, Quick start), set RETL_WAREHOUSE, or run "
+            "`retl validate --no-warehouse` to check the declarations only"
+        ]
+    errors: list[str] = []
     try:
-        defs = _load_defs()
-    except Exception as exc:  # component loading wraps our errors; show the innermost
-        cause: BaseException = exc
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        _fail(str(cause) if str(cause) else str(exc))
-    configs = _configs(defs)
-    errors: list[str] = remote_property_errors(defs)
-    wh_ok = True
-    try:
-        wh = Warehouse(read_only=True)
-        wh.open()
-    except Exception as exc:
-        wh_ok = False
-        click.echo(
-            f"warning: warehouse {safe_location()} not readable ({exc}); "
-            "model columns were not checked. Build the models first (see README).",
-            err=True,
-        )
-    if wh_ok:
-        with wh:
-            for cfg in configs.values():
+        with Warehouse(read_only=True) as wh:
+            for cfg in decls.syncs.values():
                 try:
                     sql = model_select(cfg)
                     diff.model_columns(wh, cfg, sql)
                     report = diff.check_keys(wh, cfg, sql)
                     if not report.ok:
                         errors.append(report.describe(cfg.name, cfg.primary_key))
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - each sync's own problem
                     errors.append(str(exc))
-    for e in errors:
-        click.echo(f"error: {e}", err=True)
-    if errors:
-        sys.exit(EXIT_FAILED)
-    click.echo(f"ok: {len(configs)} sync(s) valid: {', '.join(configs)}")
+    except WarehouseBusy as exc:
+        errors.append(str(exc))
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"the warehouse {safe_location()} cannot be read: {exc}")
+    return errors
 
 
 @main.command()
@@ -209,6 +278,14 @@ def sync(name: str, as_json: bool, verbose: bool) -> None:
 @click.option("--verbose", is_flag=True, help="Show Dagster's run log.")
 def replay(name: str, run_id: str, as_json: bool, verbose: bool) -> None:
     """Resend every record of run RUN_ID of sync NAME, as a new run (exit codes as `sync`)."""
+    from retl_dagster.engine import stages
+    from retl_dagster.engine.warehouse import Warehouse
+
+    cfg = _sync_config(name)
+    with Warehouse(read_only=True) as wh:  # before anything is created
+        problem = stages.replay_problem(wh, cfg, run_id)
+    if problem:
+        _fail(problem)
     _sync(name, as_json, verbose, replay_of=run_id)
 
 
@@ -220,7 +297,7 @@ def reset(name: str, yes: bool) -> None:
     from retl_dagster.engine import stages
     from retl_dagster.engine.warehouse import Warehouse
 
-    _, cfg, _ = _sync_parts(name)
+    cfg = _sync_config(name, runnable=False)
     for warning in cfg.reset_warnings():
         click.echo(f"warning: {warning}", err=True)
     if not yes and not click.confirm(f"Forget the state of sync {name}?", err=True):
@@ -237,8 +314,8 @@ def _sync(name: str, as_json: bool, verbose: bool, replay_of: str | None = None)
     from retl_dagster.components import sync as sync_component
     from retl_dagster.runner import SyncAlreadyRunning, SyncDisabled, run_sync
 
+    _sync_config(name)
     defs = _load_defs()
-    _sync_config(defs, name)
     show_bar = sys.stderr.isatty() and not as_json
     bar = Progress(
         "[progress.description]{task.description}",
@@ -279,15 +356,6 @@ def _sync(name: str, as_json: bool, verbose: bool, replay_of: str | None = None)
     sys.exit(outcome.exit_code)
 
 
-def _sync_parts(name: str) -> tuple[Any, Any, Any]:
-    """(definitions, the sync's config, its destination resource)."""
-    from retl_dagster.components.destination_resources import resource_key
-
-    defs = _load_defs()
-    cfg = _sync_config(defs, name)
-    return defs, cfg, (defs.resources or {})[resource_key(cfg.destination)]
-
-
 @main.command()
 @click.argument("name")
 @click.option("--samples", default=3, show_default=True, help="Sample payloads per operation.")
@@ -297,12 +365,9 @@ def plan(name: str, samples: int, as_json: bool) -> None:
     from retl_dagster.engine import stages
     from retl_dagster.engine.warehouse import Warehouse
 
-    _, cfg, _ = _sync_parts(name)
-    try:
-        with Warehouse() as wh:
-            result = stages.plan(wh, cfg, samples)
-    except ValueError as exc:
-        _fail(str(exc))
+    cfg = _sync_config(name, runnable=False)
+    with Warehouse() as wh:
+        result = stages.plan(wh, cfg, samples)
     if as_json:
         click.echo(
             json.dumps(
@@ -331,20 +396,29 @@ def plan(name: str, samples: int, as_json: bool) -> None:
     default="added",
     show_default=True,
 )
-def test_row_command(name: str, row_id: str, as_op: str) -> None:
+@click.option("--yes", is_flag=True, help="Do not ask before sending a removal.")
+def test_row_command(name: str, row_id: str, as_op: str, yes: bool) -> None:
     """Send the model's row ROW_ID of sync NAME to its destination and print the exact request
     (secrets redacted) and the answer. The sync's state does not change."""
     from retl_dagster.destinations.http import format_exchange
     from retl_dagster.engine import stages
     from retl_dagster.engine.warehouse import Warehouse
 
-    _, cfg, resource = _sync_parts(name)
+    cfg = _sync_config(name, runnable=False)
+    if as_op == "removed" and not yes:
+        what = {"delete": "deletes", "clear": "clears the fields of"}.get(cfg.delete_behavior)
+        if what and not click.confirm(
+            f"This {what} record {row_id} in destination '{cfg.destination}' for real. Go on?",
+            err=True,
+        ):
+            _fail("nothing sent")
+    resource = _resource(_load_defs(), cfg)
     redact = resource.redact
     try:
         with Warehouse() as wh, resource.client() as destination:
             outcome = stages.send_test_row(wh, cfg, destination, row_id, as_op)
-    except Exception as exc:
-        _fail(redact(str(exc)))
+    except Exception as exc:  # noqa: BLE001 - the destination's words, secrets redacted
+        _fail(redact(short_message(exc)))
     record = outcome.record
     click.echo(
         "record: "
@@ -360,61 +434,82 @@ def test_row_command(name: str, row_id: str, as_op: str) -> None:
 
 
 def _history(name: str, limit: int) -> list[dict[str, Any]]:
-    from retl_dagster.engine.runs import run_history
+    """The sync's runs, newest first, from `_retl.sync_runs` (none before a warehouse exists)."""
+    from retl_dagster.common.settings import is_url, warehouse_location
+    from retl_dagster.engine.runs import run_history, summarize
     from retl_dagster.engine.warehouse import Warehouse
-    from retl_dagster.runner import summarize
 
-    try:
-        with Warehouse(read_only=True) as wh:
-            return [summarize(r) for r in run_history(wh, name, limit)]
-    except Exception as exc:
-        if "lock" in str(exc).lower():
-            _fail("the warehouse is locked by a running sync; try again when it finishes")
-        return []  # no warehouse yet: no runs
+    location = warehouse_location()
+    if not is_url(location) and not Path(location).exists():
+        return []
+    with Warehouse(read_only=True, lock_wait_s=STATUS_LOCK_WAIT_S) as wh:
+        return [summarize(r) for r in run_history(wh, name, limit)]
+
+
+def _finished_dagster_runs(run_ids: list[str]) -> dict[str, tuple[bool, float | None]]:
+    """Dagster run id -> (finished, its duration as the UI shows it: start to end)."""
+    if not run_ids:
+        return {}
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    out = {}
+    for record in instance.get_run_records(dg.RunsFilter(run_ids=run_ids)):
+        start, end = record.start_time, record.end_time
+        duration = end - start if start is not None and end is not None else None
+        out[record.dagster_run.run_id] = (record.dagster_run.is_finished, duration)
+    return out
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool) -> None:
-    """Every sync: model, destination, mode, status and last run."""
-    import dagster as dg
+    """Every sync: status, model, destination, mode, schedule and last run."""
+    from retl_dagster.engine.warehouse import WarehouseBusy
 
-    from retl_dagster.components.sync import job_name
-
-    defs = _load_defs()
-    instance = dg.DagsterInstance.get()
+    decls = _declarations()
+    problems = decls.problems()
     rows = []
-    for name, cfg in _configs(defs).items():
-        last = next(iter(_history(name, 1)), None)
+    busy = None
+    lasts: dict[str, dict[str, Any] | None] = {}
+    for name in sorted([*decls.syncs, *decls.invalid]):
+        try:
+            lasts[name] = None if busy else next(iter(_history(name, 1)), None)
+        except WarehouseBusy as exc:
+            busy, lasts[name] = str(exc), None
+    in_flight = [
+        str(last["dagster_run_id"])
+        for last in lasts.values()
+        if last and last["status"] in IN_FLIGHT and last.get("dagster_run_id")
+    ]
+    dagster_runs = _finished_dagster_runs(in_flight)
+    for name, last in lasts.items():
+        cfg = decls.syncs.get(name)
         state = "Pending" if last is None else STATUS_WORDS.get(last["status"], last["status"])
-        if last and last["status"] in ("querying", "preparing", "queued", "in_progress"):
-            runs = instance.get_run_records(dg.RunsFilter(job_name=job_name(name)), limit=1)
-            if runs and runs[0].dagster_run.is_finished:
+        if last and last["status"] in IN_FLIGHT:
+            finished, _ = dagster_runs.get(str(last.get("dagster_run_id")), (False, None))
+            if finished:
                 state = "Incomplete"  # the run ended without finishing the sync
-        if not cfg.enabled:
+        if busy:
+            state = "Unknown"
+        if cfg is not None and not cfg.enabled:
             state = "Disabled"
-        rows.append(
-            {
-                "sync": name,
-                "status": state,
+        if name in problems:
+            state = "Invalid"
+        row: dict[str, Any] = {"sync": name, "status": state, "last_run": last}
+        if name in problems:
+            row["error"] = problems[name]
+        if cfg is not None:
+            row |= {
                 "model": f"{cfg.model.kind}: {cfg.model.dbt or cfg.model.table or 'inline sql'}",
                 "destination": cfg.destination,
                 "mode": cfg.mode,
-                "schedule": (
-                    f"{cfg.schedule.as_cron()} {cfg.schedule.timezone}"
-                    if cfg.schedule
-                    else "manual"
-                )
-                + (" + on model update" if cfg.run_on_model_update else "")
-                + (" + on table change" if cfg.run_on_table_change else "")
-                + (f" + after {', '.join(cfg.after)}" if cfg.after else ""),
-                "last_run": last,
+                "schedule": _schedule_words(cfg),
             }
-        )
+        rows.append(row)
     if as_json:
         click.echo(json.dumps(rows, default=str))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("sync", "status", "model", "destination", "mode", "schedule", "last run")
@@ -423,13 +518,28 @@ def status(as_json: bool) -> None:
         table.add_row(
             r["sync"],
             r["status"],
-            r["model"],
-            r["destination"],
-            r["mode"],
-            r["schedule"],
+            r.get("model", "-"),
+            r.get("destination", "-"),
+            r.get("mode", "-"),
+            r.get("schedule", "-"),
             f"{last['started_at']} ({last['status']})" if last else "never",
         )
-    Console().print(table)
+    console = _console()
+    console.print(table)
+    for r in rows:
+        if r.get("error"):
+            console.print(f"{r['sync']} is invalid: {r['error']}", markup=False)
+    if busy:
+        console.print(f"last runs unknown: {busy}", markup=False)
+
+
+def _schedule_words(cfg: Any) -> str:
+    return (
+        (f"{cfg.schedule.as_cron()} {cfg.schedule.timezone}" if cfg.schedule else "manual")
+        + (" + on model update" if cfg.run_on_model_update else "")
+        + (" + on table change" if cfg.run_on_table_change else "")
+        + (f" + after {', '.join(cfg.after)}" if cfg.after else "")
+    )
 
 
 @main.command()
@@ -437,13 +547,52 @@ def status(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--limit", default=20, show_default=True)
 def runs(name: str, as_json: bool, limit: int) -> None:
-    """Run history of sync NAME with its counts."""
-    _sync_config(_load_defs(), name)
+    """Run history of sync NAME: when, status, counts and duration, newest first."""
+    _sync_config(name, runnable=False)
     history = _history(name, limit)
+    dagster_runs = _finished_dagster_runs(
+        [str(s["dagster_run_id"]) for s in history if s.get("dagster_run_id")]
+    )
+    for s in history:
+        # The Dagster run's duration, as the UI shows it (the sync's own stages are within it).
+        _, duration = dagster_runs.get(str(s.get("dagster_run_id")), (False, None))
+        if duration is not None:
+            s["run_duration_s"] = round(duration, 3)
     if as_json:
         click.echo(json.dumps(history, default=str))
         return
     if not history:
         click.echo(f"sync {name} has not run yet")
+        return
+    from rich.table import Table
+
+    table = Table(
+        "started (UTC)",
+        "status",
+        "rows queried",
+        "added",
+        "changed",
+        "removed",
+        "succeeded",
+        "rejected",
+        "duration",
+        "run id",
+        "error",
+    )
+
+    def n(v: Any) -> str:
+        return "-" if v is None else str(v)
+
     for s in history:
-        click.echo(_summary_line(s))
+        seconds = s.get("run_duration_s", s.get("duration_s"))
+        table.add_row(
+            (s.get("started_at") or "-")[:19].replace("T", " "),
+            s["status"],
+            *(n(s.get(k)) for k in ("rows_queried", "added", "changed", "removed")),
+            n(s.get("succeeded")),
+            n(s.get("rejected")),
+            "-" if seconds is None else f"{seconds:.1f}s",
+            s["run_id"],
+            (s.get("error") or "")[:200],
+        )
+    _console().print(table)

@@ -7,9 +7,19 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
+from dagster.components.core.component_tree import ComponentTree
 
-from retl_dagster.common.settings import DBT_EXECUTABLE, DBT_MANIFEST, DBT_PROJECT_DIR
+from retl_dagster.common.settings import (
+    DBT_EXECUTABLE,
+    DBT_MANIFEST,
+    DBT_PROJECT_DIR,
+    strict_definitions,
+)
+from retl_dagster.components import Alerts, Destinations, Sync
 from retl_dagster.components.references import check_references
+from retl_dagster.components.sync import InvalidSync
+from retl_dagster.engine.config import SyncConfig
+from retl_dagster.engine.references import reference_problems
 
 
 def ensure_dbt_manifest() -> None:
@@ -32,9 +42,41 @@ def ensure_dbt_manifest() -> None:
     )
 
 
+def load_project(path_within_project: Path) -> dg.Definitions:
+    """Every declaration under the project's `defs/`. Strict (CI, tests, `dagster definitions
+    validate`): any broken declaration fails the load. Otherwise a broken sync, or one that does
+    not fit the other declarations, is isolated (see common.settings.strict_definitions)."""
+    tree = ComponentTree.for_project(path_within_project=path_within_project)
+    strict = strict_definitions()
+    if not strict:
+        isolate_broken_syncs(tree.get_all_components(of_type=dg.Component))  # type: ignore[type-abstract]
+    loaded = tree.build_defs()
+    if strict:
+        check_references(loaded)
+    return loaded
+
+
+def isolate_broken_syncs(components: list[dg.Component]) -> None:
+    """Mark each sync that does not fit the other declarations invalid (it then builds a
+    placeholder showing its error); the rest build as usual."""
+    syncs = [c for c in components if isinstance(c, Sync)]
+    destinations: dict[str, tuple[str, str | None]] = {}
+    for c in components:
+        if isinstance(c, Destinations):
+            destinations |= {d.name: (d.type, d.error) for d in c.destinations}
+    alerts = next((c.resource() for c in components if isinstance(c, Alerts)), None)
+    problems = reference_problems(
+        [SyncConfig.model_validate(s.model_dump(by_alias=True)) for s in syncs],
+        destinations,
+        alerts,
+        invalid=[c.name for c in components if isinstance(c, InvalidSync)],
+    )
+    for s in syncs:
+        if s.name in problems:
+            s.invalidate(str(problems[s.name]))
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     ensure_dbt_manifest()
-    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-    check_references(loaded)
-    return loaded
+    return load_project(Path(__file__).parent)

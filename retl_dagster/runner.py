@@ -12,7 +12,7 @@ import dagster as dg
 
 from retl_dagster.components import sync as sync_component
 from retl_dagster.components.references import sync_configs
-from retl_dagster.engine.runs import get_run, mark_incomplete, new_run_id
+from retl_dagster.engine.runs import get_run, mark_incomplete, new_run_id, summarize
 from retl_dagster.engine.warehouse import Warehouse
 
 PID_TAG, HOST_TAG = "retl/pid", "retl/host"
@@ -40,27 +40,6 @@ def read_run(sync: str, run_id: str) -> dict[str, Any] | None:
     """This run's row of `_retl.sync_runs`."""
     with Warehouse(read_only=True) as wh:
         return get_run(wh, sync, run_id)
-
-
-def summarize(row: dict[str, Any]) -> dict[str, Any]:
-    """A `_retl.sync_runs` row in the `--json` shape."""
-    started, finished = row.get("started_at"), row.get("finished_at")
-    duration = (finished - started).total_seconds() if started and finished else None
-    out = {
-        "sync": row["sync"],
-        "status": row["status"],
-        "run_id": row["run_id"],
-        **{k: row.get(k) for k in ("rows_queried", "added", "changed", "removed")},
-        **{k: row.get(k) for k in ("succeeded", "rejected")},
-        "duration_s": round(duration, 3) if duration is not None else None,
-        "started_at": started.isoformat() if started else None,
-        "dagster_run_id": row.get("dagster_run_id"),
-    }
-    if row.get("identified") is not None:  # audience and conversion destinations
-        out |= {k: row.get(k) for k in ("identified", "matched", "match_rate")}
-    if row.get("error"):
-        out["error"] = row["error"]
-    return out
 
 
 def _first_failure(result: dg.ExecuteInProcessResult) -> str | None:

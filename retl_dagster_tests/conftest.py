@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
 from retl_dagster_tests.harness import PG_URL, fresh_pg_database
 
 WEBHOOK_SECRET = "test-secret-do-not-log"
+
+# A broken declaration fails loading in tests, as in CI (tests of isolation turn it off).
+os.environ.setdefault("RETL_STRICT", "1")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

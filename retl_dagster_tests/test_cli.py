@@ -113,7 +113,7 @@ def test_validate_names_the_sync_field_and_fix(project_env: dict[str, str], tmp_
     res = run([str(BIN / "retl"), "validate"], {**project_env, "RETL_WAREHOUSE": str(wh)})
     assert res.returncode == 1
     assert (
-        "sync 'demo_users_to_file', field 'mappings[3].from': column 'plan' is not in the model"
+        "sync 'demo_users_to_file', field 'mappings[4].from': column 'plan' is not in the model"
     ) in res.stderr
     assert "Fix: map an existing column or add it to the model" in res.stderr
 

@@ -294,7 +294,7 @@ def test_mapping_to_a_missing_column_fails_the_run_naming_the_field(
     defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC.replace("{from: plan,", "{from: tier,"))
     outcome = run_sync(defs, "customers_hook", instance)
     assert outcome.status == "failed"
-    assert "field 'mappings[1].from'" in outcome.summary["error"]
+    assert "field 'mappings[2].from'" in outcome.summary["error"]
     assert "column 'tier' is not in the model" in outcome.summary["error"]
     assert receiver.requests == []
 

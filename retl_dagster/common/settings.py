@@ -45,3 +45,17 @@ def safe_location(location: str | None = None) -> str:
         return sa.engine.make_url(location).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
         return location.split("://", 1)[0] + "://***"
+
+
+def strict_definitions() -> bool:
+    """Whether one broken declaration fails the whole code location.
+
+    Strict under `dagster definitions validate` (which sets DAGSTER_IS_DEFS_VALIDATION_CLI) and
+    wherever `RETL_STRICT=1` (CI, the tests, `retl validate`), so a mistake never lands unseen.
+    Elsewhere (`dagster dev`, a deployment) a broken sync is isolated: the others load, run,
+    schedule and alert, and the broken one shows as invalid with its error.
+    """
+    return (
+        os.environ.get("RETL_STRICT") == "1"
+        or os.environ.get("DAGSTER_IS_DEFS_VALIDATION_CLI") == "1"
+    )

@@ -74,15 +74,12 @@ class Alerts(dg.Component, dg.Resolvable, dg.Model):
         dg.Resolver(_resolve, model_field_type=dict[str, Any]),
     ]
 
-    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+    def resource(self) -> AlertChannels:
         options, env = self.channels
-        return dg.Definitions(
-            resources={
-                ALERTS_RESOURCE: AlertChannels(
-                    name="alerts", options_json=json.dumps(options), env=env
-                )
-            }
-        )
+        return AlertChannels(name="alerts", options_json=json.dumps(options), env=env)
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return dg.Definitions(resources={ALERTS_RESOURCE: self.resource()})
 
 
 def _run_metadata(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> dict[str, Any]:

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any
 
 import dagster as dg
 import pydantic
 
+from retl_dagster.common.settings import strict_definitions
 from retl_dagster.components.env import EnvBackedResource, split_env_refs
 from retl_dagster.destinations import (
     Destination,
     DestinationConfigError,
     build_destination,
-    destination_class,
     secret_fields,
 )
-
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+from retl_dagster.engine.declarations import check_destination
 
 
 def resource_key(destination: str) -> str:
@@ -40,6 +38,8 @@ class DestinationDecl(pydantic.BaseModel):
     type: str
     options: dict[str, Any]
     env: dict[str, str]
+    error: str | None = None
+    """Why the declaration is invalid (outside strict mode it is kept, and its syncs show it)."""
 
 
 def _resolve_destinations(
@@ -47,27 +47,28 @@ def _resolve_destinations(
 ) -> list[DestinationDecl]:
     decls = []
     for name, spec in (raw or {}).items():
-        if not _NAME_RE.match(name):
-            raise DestinationConfigError(
-                name,
-                "name",
-                "must be lower-case letters, digits and underscores",
-                "rename the destination, e.g. crm_hook",
-            )
-        if not isinstance(spec, dict) or "type" not in spec:
-            raise DestinationConfigError(
-                name, "type", "missing", "give each destination a type, e.g. `type: webhook`"
-            )
-        type_ = str(spec["type"])
-        destination_class(name, type_)  # unknown types fail here, at load
-        rest = {k: v for k, v in spec.items() if k != "type"}
-        options, env = split_env_refs(context, name, rest, secret_fields(type_))
-        decls.append(DestinationDecl(name=name, type=type_, options=options, env=env))
+        try:
+            decls.append(_resolve_one(context, name, spec))
+        except DestinationConfigError as exc:
+            if strict_definitions():
+                raise
+            # One broken destination must not take the others (and their syncs) down.
+            decls.append(DestinationDecl(name=name, type="", options={}, env={}, error=str(exc)))
     return decls
+
+
+def _resolve_one(context: dg.ResolutionContext, name: str, spec: Any) -> DestinationDecl:
+    type_ = check_destination(name, spec)
+    rest = {k: v for k, v in spec.items() if k != "type"}
+    options, env = split_env_refs(context, name, rest, secret_fields(type_))
+    return DestinationDecl(name=name, type=type_, options=options, env=env)
 
 
 class Destinations(dg.Component, dg.Resolvable, dg.Model):
     """Declares the destinations syncs deliver to; each becomes resource `destination__<name>`."""
+
+    def declared(self) -> dict[str, DestinationDecl]:
+        return {d.name: d for d in self.destinations}
 
     destinations: Annotated[
         list[DestinationDecl],
@@ -84,5 +85,6 @@ class Destinations(dg.Component, dg.Resolvable, dg.Model):
                     env=d.env,
                 )
                 for d in self.destinations
+                if d.error is None
             }
         )

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Any
 
 import dagster as dg
 
 from retl_dagster.destinations.base import DestinationConfigError
-
-# A whole value that is just `{{ env.NAME }}` or `{{ env('NAME') }}`.
-_ENV_REF = re.compile(r"^\s*\{\{\s*env(?:\.(\w+)|\(\s*['\"](\w+)['\"]\s*\))\s*\}\}\s*$")
+from retl_dagster.engine import declarations
 
 
 def split_env_refs(
@@ -23,23 +20,7 @@ def split_env_refs(
     Called by a custom resolver, which sees the YAML before templating, so `{{ env.X }}` stays a
     reference to X (read in the run) instead of becoming the secret's value in the definitions.
     """
-    options: dict[str, Any] = {}
-    env: dict[str, str] = {}
-    for key, value in spec.items():
-        m = _ENV_REF.match(value) if isinstance(value, str) else None
-        if m:
-            env[key] = m.group(1) or m.group(2)
-        elif key in secrets and value is not None:
-            raise DestinationConfigError(
-                name,
-                key,
-                "a secret is written into the YAML",
-                f"read it from the environment: {key}: "
-                f'"{{{{ env.{name.upper()}_{key.upper()} }}}}"',
-            )
-        else:
-            options[key] = context.resolve_value(value)
-    return options, env
+    return declarations.split_env_refs(name, spec, secrets, context.resolve_value)
 
 
 class EnvBackedResource(dg.ConfigurableResource):

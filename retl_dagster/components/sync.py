@@ -6,14 +6,15 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import dagster as dg
+import pydantic
 
-from retl_dagster.common.settings import STATE_SCHEMA
+from retl_dagster.common.settings import PROJECT_ROOT, STATE_SCHEMA, strict_definitions
 from retl_dagster.components.alerts import alert_sensors
 from retl_dagster.components.destination_resources import DestinationResource, resource_key
 from retl_dagster.components.triggers import job_name, sync_triggers
 from retl_dagster.destinations.http import format_exchange
 from retl_dagster.engine import stages
-from retl_dagster.engine.config import SyncConfig
+from retl_dagster.engine.config import SyncConfig, explain
 from retl_dagster.engine.delivery import LoadResult
 from retl_dagster.engine.state import SyncTables
 from retl_dagster.engine.warehouse import Warehouse
@@ -249,6 +250,16 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
         pool=WAREHOUSE_POOL,
     )
     def diff_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        if not context.instance.has_dynamic_partition(
+            partitions_def_name(name), context.partition_key
+        ):
+            # Launched from the UI or GraphQL on a key never added: refuse before anything is
+            # recorded, so no run row is left behind.
+            raise _fail(
+                f"sync {name}: run {context.partition_key!r} is not a partition of "
+                f"{partitions_def_name(name)}. Fix: start syncs with `retl sync {name}`, a "
+                "schedule or sensor, or add the partition first (addDynamicPartition)"
+            )
         with Warehouse() as wh:
             outcome = stages.diff_run(
                 wh,
@@ -418,8 +429,100 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
     return [plan_job, test_row_job, reset_job]
 
 
+INVALID_METADATA_KEY = "retl/invalid"
+"""On the placeholder asset of a sync whose declaration is broken: the error, for the UI and
+`retl status`."""
+
+
+class InvalidSync(dg.Component):
+    """Stands in for a sync whose declaration is broken, outside strict loading: the other syncs
+    load, run, schedule and alert; this one shows in the UI, in its own group, with its error,
+    and runs nothing."""
+
+    def __init__(self, name: str, error: str, source: str) -> None:
+        self.name, self.error, self.source = name, error, source
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return invalid_sync_defs(self.name, self.error, self.source)
+
+
+def invalid_sync_defs(name: str, error: str, source: str) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[
+            dg.AssetSpec(
+                key=load_key(name),
+                group_name=f"sync_{name}",
+                kinds={"retl"},
+                description=f"INVALID: sync {name} does not run until its declaration is fixed "
+                f"({source}). {error}",
+                metadata={INVALID_METADATA_KEY: error, "retl/source": source},
+                tags={"retl/invalid": "true"},
+            )
+        ]
+    )
+
+
+class _AnyAttributes(pydantic.BaseModel):
+    """What Dagster checks a Sync's YAML against before `Sync.load`: anything, so that load can
+    check it itself and isolate a broken sync instead of failing the code location. Editors and
+    `dg` see the real schema (json_schema_extra)."""
+
+    model_config = pydantic.ConfigDict(
+        extra="allow",
+        json_schema_extra=lambda schema: schema.update(  # type: ignore[misc]
+            SyncConfig.model_json_schema(by_alias=True)
+        ),
+    )
+
+
 class Sync(dg.Component, dg.Resolvable, SyncConfig):  # type: ignore[misc]
     """A Reverse ETL sync declared in `defs.yaml`."""
 
+    _invalid: str | None = pydantic.PrivateAttr(default=None)
+    """Set when the sync does not fit the other declarations (definitions.py)."""
+
+    @classmethod
+    def get_model_cls(cls) -> type[pydantic.BaseModel]:
+        return _AnyAttributes
+
+    @classmethod
+    def load(cls, attributes: pydantic.BaseModel | None, context: dg.ComponentLoadContext) -> Any:
+        raw = attributes.model_dump() if attributes is not None else {}
+        source = _source(context)
+        name = raw.get("name")
+        name = name if isinstance(name, str) and name else context.path.name
+        try:
+            model = pydantic.TypeAdapter(cls.model()).validate_python(raw)
+            return super().load(model, context)
+        except pydantic.ValidationError as exc:
+            error: Exception = SyncDeclarationError(explain(exc, name, source))
+        except Exception as exc:  # noqa: BLE001 - any broken declaration is isolated, or raised
+            error = exc
+        if strict_definitions():
+            raise error
+        return InvalidSync(name, str(error), source)
+
+    def invalidate(self, error: str) -> None:
+        self._invalid = error
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        if self._invalid is not None:
+            return invalid_sync_defs(self.name, self._invalid, _source(context))
         return build_sync_defs(SyncConfig.model_validate(self.model_dump(by_alias=True)))
+
+
+class SyncDeclarationError(ValueError):
+    """A sync's YAML is wrong: each line names the sync, the field and the fix."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+def _source(context: dg.ComponentLoadContext) -> str:
+    """The declaration's file, relative to the project (for messages)."""
+    path = context.path / "defs.yaml"
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)

@@ -101,22 +101,34 @@ def sync_triggers(
 
     if config.run_on_model_update:
 
-        @dg.asset_sensor(
-            asset_key=model_key,
+        @dg.sensor(
             job=job,
             name=f"retl_{name}_on_model_update",
             default_status=sensor_status,
-            description=f"Runs sync {name} when {model_key.to_user_string()} is materialised.",
+            description=f"Runs sync {name} when {model_key.to_user_string()} is materialised. "
+            "Its first tick is a baseline: a materialisation from before it is not a change.",
         )
-        def on_model_update(
-            context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
-        ) -> dg.SensorResult | dg.SkipReason:
+        def on_model_update(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+            records = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=model_key), ascending=False, limit=1
+            ).records
+            latest = str(records[0].storage_id if records else 0)
+            if context.cursor is None:
+                # `dagster dev` on a project built earlier must not resend everything.
+                return dg.SensorResult(
+                    skip_reason="baseline: the model's materialisations so far are not changes; "
+                    "the next one starts the sync",
+                    cursor=latest,
+                )
+            if int(latest) <= int(context.cursor):
+                return dg.SensorResult(skip_reason="no new materialisation", cursor=context.cursor)
             if not enabled:
-                return _disabled(name)
+                return dg.SensorResult(skip_reason=_disabled(name).skip_message, cursor=latest)
             key = new_run_id()
             return dg.SensorResult(
                 run_requests=[request(key, "model_update")],
                 dynamic_partitions_requests=[partitions.build_add_request([key])],
+                cursor=latest,
             )
 
         sensors.append(on_model_update)

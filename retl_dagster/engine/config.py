@@ -5,11 +5,13 @@ Plain pydantic, no Dagster: the `Sync` component, `retl validate` and the tests 
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, Literal
 
 import pydantic
 
+from retl_dagster.common.errors import invalid
 from retl_dagster.engine.kinds import MappingKind, Static, kind_of
 from retl_dagster.engine.warehouse import quote_ident, quote_relation
 
@@ -46,9 +48,9 @@ class ModelSource(_Strict):
     def _exactly_one(self) -> ModelSource:
         given = [k for k in ("sql", "table", "dbt") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError(
-                f"model needs exactly one of sql, table or dbt (got {given or 'none'}); "
-                "e.g. `model: {dbt: users}`"
+            raise invalid(
+                f"model needs exactly one of sql, table or dbt (got {', '.join(given) or 'none'})",
+                "give one, e.g. `model: {dbt: users}` or `model: {table: analytics.users}`",
             )
         return self
 
@@ -148,6 +150,45 @@ _DAYS = {
 }
 
 
+_CRON_FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+)
+
+
+def cron_problem(cron: str) -> str | None:
+    """Why a cron expression cannot be a schedule (None when it can): Dagster's own rule (five
+    fields that croniter reads), and steps no longer than their field, which cron accepts but
+    fire once (`*/61 * * * *` runs at minute 0 only, not every 61 minutes)."""
+    import croniter
+
+    fields = cron.split()
+    if len(fields) != 5 or not croniter.croniter.is_valid(cron):
+        return (
+            f"cron {cron!r} is not a cron expression of five fields (minute hour day-of-month "
+            "month day-of-week)"
+        )
+    for text, (what, low, high) in zip(fields, _CRON_FIELDS, strict=True):
+        for part in text.split(","):
+            _, slash, step = part.partition("/")
+            if slash and step.isdigit() and int(step) > high - low:
+                return (
+                    f"cron {cron!r}: a step of {step} in the {what} field is longer than the "
+                    f"field ({low}-{high}), so it fires once, not every {step}"
+                )
+    return None
+
+
+_SCHEDULE_FIXES = {
+    "days": f"name weekdays ({', '.join(_DAYS)}) and `at: HH:MM`",
+    "interval": "use minutes dividing an hour (15m), hours dividing a day (6h) or 1d; "
+    "anything else as `cron:`",
+}
+
+
 class SyncSchedule(_Strict):
     """When the sync runs by itself: exactly one of `cron`, `interval` or `days` + `at`."""
 
@@ -160,15 +201,52 @@ class SyncSchedule(_Strict):
     at: str = "00:00"
     timezone: str = "UTC"
 
+    @pydantic.field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str | None) -> str | None:
+        problem = cron_problem(v) if v is not None else None
+        if problem:
+            raise invalid(
+                problem,
+                "write five fields with steps that divide their field (e.g. `*/15 * * * *`), "
+                "or use `interval: 15m`",
+            )
+        return v
+
+    @pydantic.field_validator("at")
+    @classmethod
+    def _valid_at(cls, v: str) -> str:
+        m = re.fullmatch(r"(\d{1,2}):(\d{2})", v.strip())
+        if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+            raise invalid(f"at {v!r} is not a time of day", 'write HH:MM, e.g. `at: "09:30"`')
+        return v.strip()
+
+    @pydantic.field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise invalid(
+                f"unknown time zone {v!r}", "use an IANA name such as Europe/Paris or UTC"
+            ) from None
+        return v
+
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> SyncSchedule:
         given = [k for k in ("cron", "interval", "days") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError(
-                "schedule needs exactly one of cron, interval or days (+ at), e.g. "
-                "`schedule: {interval: 15m}`"
+            raise invalid(
+                f"schedule needs exactly one of cron, interval or days (got "
+                f"{', '.join(given) or 'none'})",
+                "give one, e.g. `schedule: {interval: 15m}` or `schedule: {cron: '0 6 * * *'}`",
             )
-        self.as_cron()  # refuse what cannot be expressed now, not at the first tick
+        try:  # refuse what cannot be expressed now, not at the first tick
+            self.as_cron()
+        except ValueError as exc:
+            raise invalid(str(exc), _SCHEDULE_FIXES[given[0]], given[0]) from None
         return self
 
     def as_cron(self) -> str:
@@ -177,7 +255,7 @@ class SyncSchedule(_Strict):
         if self.days:
             unknown = [d for d in self.days if d.lower() not in _DAYS]
             if unknown:
-                raise ValueError(f"unknown day(s) {unknown}; use {', '.join(_DAYS)}")
+                raise ValueError(f"unknown day(s) {', '.join(unknown)}")
             hour, _, minute = self.at.partition(":")
             dows = ",".join(str(_DAYS[d.lower()]) for d in self.days)
             return f"{int(minute or 0)} {int(hour)} * * {dows}"
@@ -190,10 +268,7 @@ class SyncSchedule(_Strict):
             return "0 * * * *" if n == 1 else f"0 */{n} * * *"
         if unit == "d" and n == 1:
             return "0 0 * * *"
-        raise ValueError(
-            f"interval {self.interval!r}: use minutes dividing an hour (15m), hours "
-            "dividing a day (6h) or 1d; anything else as cron"
-        )
+        raise ValueError(f"interval {self.interval!r} cannot be a schedule")
 
 
 class TableChange(_Strict):
@@ -211,10 +286,12 @@ class TableChange(_Strict):
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> TableChange:
         if not 5 <= self.every_s <= 86_400:
-            raise ValueError("run_on_table_change.every_s must be between 5 and 86400 seconds")
+            raise invalid(f"every_s is {self.every_s}", "ask every 5 to 86400 seconds", "every_s")
         if self.query and (self.table or self.column):
-            raise ValueError(
-                "run_on_table_change takes either `query` or `table` (+ `column`), not both"
+            raise invalid(
+                "it takes either `query` or `table` (+ `column`), not both",
+                "keep one of them",
+                "query",
             )
         return self
 
@@ -260,45 +337,51 @@ class SyncConfig(_Strict):
     @classmethod
     def _valid_name(cls, v: str) -> str:
         if not _NAME_RE.match(v):
-            raise ValueError(
-                f"sync name {v!r} must be lower-case letters, digits and underscores, "
-                "starting with a letter (it names warehouse tables and Dagster assets)"
+            raise invalid(
+                f"sync name {v!r} is not lower-case letters, digits and underscores starting "
+                "with a letter (it names warehouse tables and Dagster assets)",
+                "rename it, e.g. `hubspot_contacts`",
             )
         return v
 
     @pydantic.model_validator(mode="after")
     def _mappings_make_sense(self) -> SyncConfig:
         if not self.mappings:
-            raise ValueError(
-                f"sync '{self.name}': mappings is empty; add at least one "
-                "`- {from: <model column>, to: <destination field>}`"
+            raise invalid(
+                "mappings is empty",
+                "add at least one `- {from: <model column>, to: <destination field>}`",
+                "mappings",
             )
         if self.mode == "events" and self.delete_behavior != "nothing":
-            raise ValueError(
-                f"sync '{self.name}': events are insert-only and cannot be deleted or cleared; "
-                "set delete_behavior: nothing"
+            raise invalid(
+                "events are insert-only and cannot be deleted or cleared",
+                "set delete_behavior: nothing",
+                "delete_behavior",
             )
         if self.mode == "mirror" and self.delete_behavior != "delete":
-            raise ValueError(
-                f"sync '{self.name}': mode mirror deletes what leaves the model; "
-                "set delete_behavior: delete (or use mode upsert)"
+            raise invalid(
+                "mode mirror deletes what leaves the model",
+                "set delete_behavior: delete (or use mode upsert)",
+                "delete_behavior",
             )
-        seen: set[str] = set()
-        for i, m in enumerate(self.mappings):
+        seen: dict[str, int] = {}
+        for i, m in enumerate(self.mappings, start=1):
             if m.to in seen:
-                raise ValueError(
-                    f"sync '{self.name}': mappings[{i}] maps to field '{m.to}' a second time; "
-                    "each destination field may be fed by one mapping only"
+                raise invalid(
+                    f"field '{m.to}' is already fed by mappings[{seen[m.to]}]",
+                    "map each destination field once",
+                    f"mappings[{i}].to",
                 )
-            seen.add(m.to)
+            seen[m.to] = i
         watch = self.run_on_table_change
         if watch and not (watch.query or watch.table or self.model.table):
-            raise ValueError(
-                f"sync '{self.name}', field 'run_on_table_change': no table to watch (the model "
-                "is not a `table`); set `table:` (+ `column: updated_at`) or `query:`"
+            raise invalid(
+                "no table to watch (the model is not a `table`)",
+                "set `table:` (+ `column: updated_at`) or `query:`",
+                "run_on_table_change",
             )
         if self.name in self.after:
-            raise ValueError(f"sync '{self.name}', field 'after': a sync cannot follow itself")
+            raise invalid("a sync cannot follow itself", "remove it from `after`", "after")
         return self
 
     def freshness_sql(self) -> str | None:
@@ -351,7 +434,7 @@ class SyncConfig(_Strict):
                 f"column '{self.primary_key}' is not in the model (columns: {listing})",
                 "set primary_key to one of the model's columns",
             )
-        for i, m in enumerate(self.mappings):
+        for i, m in enumerate(self.mappings, start=1):
             for c in m.columns():
                 if c.lower() not in have:
                     where = "from" if m.source is not None else f"object.{c}"
@@ -371,25 +454,60 @@ class SyncConfig(_Strict):
 
 
 _FIXES = {
-    "extra_forbidden": "remove it or fix its spelling; a sync accepts: {fields}",
+    "extra_forbidden": "remove it or fix its spelling; {where} accepts: {fields}",
     "missing": 'add it (README.md, "Declaring a sync", shows the shape of a sync)',
     "literal_error": "use one of the values listed",
 }
+_DEFAULT_FIX = 'give a value of the right type (README.md, "Declaring a sync", lists each key)'
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """pydantic's location as the YAML spells it, positions counted from 1: `mappings[4].to`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part + 1}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _accepted_keys(loc: tuple[int | str, ...]) -> tuple[str, str]:
+    """(what, its keys) for an unknown key at `loc`: the sync's, or a nested block's."""
+    model: type[pydantic.BaseModel] = SyncConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        options = [annotation, *getattr(annotation, "__args__", ())]
+        nested = [o for o in options if isinstance(o, type) and issubclass(o, pydantic.BaseModel)]
+        if not nested:
+            break
+        model = nested[0]
+    where = "a sync" if model is SyncConfig else f"`{field_path(loc[:-1])}`"
+    return where, ", ".join(f.alias or n for n, f in model.model_fields.items())
 
 
 def explain(exc: pydantic.ValidationError, sync: str, source: str = "") -> list[str]:
     """pydantic's errors as sentences that name the sync, the field and the fix."""
-    fields = ", ".join(f.alias or n for n, f in SyncConfig.model_fields.items())
     where = f" ({source})" if source else ""
     out = []
     for err in exc.errors():
-        loc = (
-            ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(
-                ".[", "["
-            )
-            or "(attributes)"
-        )
-        fix = _FIXES.get(err["type"], "correct the value").format(fields=fields)
+        loc = tuple(err["loc"])
+        ctx = err.get("ctx") or {}
+        path = field_path(loc)
+        if ctx.get("field"):
+            path = f"{path}.{ctx['field']}" if path else str(ctx["field"])
+        fix = ctx.get("fix")
         msg = err["msg"].removeprefix("Value error, ")
-        out.append(f"sync '{sync}'{where}, field '{loc}': {msg}. Fix: {fix}")
+        if fix is None:
+            what, keys = _accepted_keys(loc)
+            fix = _FIXES.get(err["type"], _DEFAULT_FIX).format(where=what, fields=keys)
+            if err["type"] == "extra_forbidden" and loc:
+                msg = f"unknown key '{loc[-1]}'"
+                close = difflib.get_close_matches(str(loc[-1]), keys.split(", "), n=1)
+                if close:
+                    fix = f"rename it to `{close[0]}` ({what} accepts: {keys})"
+        out.append(f"sync '{sync}'{where}, field '{path or 'attributes'}': {msg}. Fix: {fix}")
     return out

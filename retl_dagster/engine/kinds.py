@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from retl_dagster.common.errors import invalid
+
 
 def as_object(value: Any) -> Any:
     """A STRUCT arrives as a dict, a MAP as (key, value) pairs, a JSON column as text."""
@@ -195,14 +197,18 @@ def kind_of(
     feeds["object"] = isinstance(object_, dict)
     if sum(feeds.values()) != 1:
         given = ", ".join(n for n, f in feeds.items() if f) or "none"
-        raise ValueError(
+        raise invalid(
             f"mapping to '{to}' needs exactly one of `from`, `static` or an "
-            f"`object: {{property: column}}` (got {given})"
+            f"`object: {{property: column}}` (got {given})",
+            "give it one source, e.g. `{from: email, to: email}`",
         )
     if (object_ == "select" or array is not None) and source is None:
-        raise ValueError(f"mapping to '{to}': object/array select needs `from`")
+        raise invalid(
+            f"mapping to '{to}': object/array select needs `from`",
+            "name the STRUCT / JSON / LIST column with `from:`",
+        )
     if object_ is not None and array is not None:
-        raise ValueError(f"mapping to '{to}': use `object` or `array`, not both")
+        raise invalid(f"mapping to '{to}' sets both `object` and `array`", "keep one of them")
     if static is not None:
         return Static(static)
     if isinstance(object_, dict):

@@ -121,3 +121,24 @@ def prune(wh: Warehouse, sync: str, retention_days: int) -> list[str]:
                     [*old] + ([] if table == t.diff else [sync]),
                 )
     return old
+
+
+def summarize(row: dict[str, Any]) -> dict[str, Any]:
+    """A `_retl.sync_runs` row in the `--json` shape."""
+    started, finished = row.get("started_at"), row.get("finished_at")
+    duration = (finished - started).total_seconds() if started and finished else None
+    out = {
+        "sync": row["sync"],
+        "status": row["status"],
+        "run_id": row["run_id"],
+        **{k: row.get(k) for k in ("rows_queried", "added", "changed", "removed")},
+        **{k: row.get(k) for k in ("succeeded", "rejected")},
+        "duration_s": round(duration, 3) if duration is not None else None,
+        "started_at": started.isoformat() if started else None,
+        "dagster_run_id": row.get("dagster_run_id"),
+    }
+    if row.get("identified") is not None:  # audience and conversion destinations
+        out |= {k: row.get(k) for k in ("identified", "matched", "match_rate")}
+    if row.get("error"):
+        out["error"] = row["error"]
+    return out

@@ -61,14 +61,15 @@ def diff_run(
     querying -> preparing -> queued, or to failed with the reason.
     """
     name = config.name
+    if replay_of:
+        # An unknown run to replay is a mistake at launch: no run row, nothing turns red.
+        problem = replay_problem(wh, config, replay_of)
+        if problem:
+            return DiffOutcome(replay_of=replay_of, error=problem)
     stored = diff_stage.stored_counts(wh, config, run_id)
     if replay_of or stored is not None:
         source = replay_of or run_id
-        try:
-            counts = diff_stage.copy_run(wh, config, source, run_id) if replay_of else stored
-        except ConfigError as exc:
-            record_run(wh, name, run_id, status="failed", error=str(exc), finished=True)
-            return DiffOutcome(replay_of=source, error=str(exc))
+        counts = diff_stage.copy_run(wh, config, source, run_id) if replay_of else stored
         assert counts is not None
         record_run(
             wh,
@@ -108,6 +109,21 @@ def diff_run(
         removed=counts.removed,
     )
     return DiffOutcome(counts=counts, keys=keys)
+
+
+def replay_problem(wh: Warehouse, config: SyncConfig, run_id: str) -> str | None:
+    """Why run `run_id` of the sync cannot be replayed (None when it can)."""
+    if diff_stage.stored_counts(wh, config, run_id) is None:
+        return str(
+            ConfigError(
+                config.name,
+                "run_id",
+                f"run {run_id} has no stored diff to replay (unknown, pruned after "
+                f"{config.retention_days} days, or it failed before diffing)",
+                f"pick a run from `retl runs {config.name}`",
+            )
+        )
+    return None
 
 
 @dataclass

@@ -7,7 +7,9 @@ are `?`); the few places the dialects differ are methods here (`replace_view`, `
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +37,30 @@ class WarehouseError(RuntimeError):
     """The warehouse refused a statement; the message carries the SQL's purpose."""
 
 
+class WarehouseBusy(WarehouseError):
+    """Another process held the DuckDB file's write lock for longer than we wait."""
+
+
+LOCK_WAIT_ENV = "RETL_LOCK_WAIT_S"
+DEFAULT_LOCK_WAIT_S = 120.0
+_HOLDER = re.compile(r"held in (.+?) \(PID (\d+)\)")
+log = logging.getLogger("retl.warehouse")
+
+
+def default_lock_wait_s() -> float:
+    """How long to wait for another process's write lock (`RETL_LOCK_WAIT_S`, default 120 s)."""
+    try:
+        return max(0.0, float(os.environ.get(LOCK_WAIT_ENV, DEFAULT_LOCK_WAIT_S)))
+    except ValueError:
+        return DEFAULT_LOCK_WAIT_S
+
+
+def lock_holder(exc: BaseException) -> str | None:
+    """Which process holds the lock, when DuckDB says (`/usr/bin/python3 (PID 1234)`)."""
+    m = _HOLDER.search(str(exc))
+    return f"{m.group(1)} (PID {m.group(2)})" if m else None
+
+
 def _is_lock_error(exc: BaseException) -> bool:
     # Another process holds DuckDB's single write lock on the file (e.g. a concurrent sync).
     return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
@@ -60,7 +86,7 @@ class Warehouse:
         location: str | None = None,
         memory_limit: str | None = None,
         read_only: bool = False,
-        lock_wait_s: float = 120.0,
+        lock_wait_s: float | None = None,
     ) -> Warehouse:
         # Like pathlib.Path: the base class picks the implementation from the location.
         if cls is Warehouse and is_url(location or warehouse_location()):
@@ -74,11 +100,11 @@ class Warehouse:
         location: str | None = None,
         memory_limit: str | None = None,
         read_only: bool = False,
-        lock_wait_s: float = 120.0,
+        lock_wait_s: float | None = None,
     ) -> None:
         self.location = location or warehouse_location()
         self.read_only = read_only
-        self.lock_wait_s = lock_wait_s
+        self.lock_wait_s = lock_wait_s if lock_wait_s is not None else default_lock_wait_s()
         """How long to wait for another process's write lock on the DuckDB file (a sensor
         polling the warehouse waits briefly and tries again at its next tick)."""
         # DuckDB's hash joins spill to disk past this, which keeps a large diff's memory bounded.
@@ -87,13 +113,36 @@ class Warehouse:
 
     # -- connection -----------------------------------------------------------------------
     def _connect(self) -> duckdb.DuckDBPyConnection:
+        def waiting(state: tenacity.RetryCallState) -> None:
+            if state.attempt_number == 1 and state.outcome is not None:
+                holder = lock_holder(state.outcome.exception() or Exception())
+                log.warning(
+                    "the warehouse %s is locked by %s; waiting up to %.0f s (%s)",
+                    self.location,
+                    holder or "another process",
+                    self.lock_wait_s,
+                    LOCK_WAIT_ENV,
+                )
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_is_lock_error),
-            wait=tenacity.wait_exponential_jitter(initial=0.2, max=5),
+            wait=tenacity.wait_exponential_jitter(initial=0.2, max=2),
             stop=tenacity.stop_after_delay(self.lock_wait_s),
+            before_sleep=waiting,
             reraise=True,
         )
-        return retrying(self._connect_once)
+        try:
+            return retrying(self._connect_once)
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc):
+                raise
+            holder = lock_holder(exc)
+            raise WarehouseBusy(
+                f"the warehouse {self.location} is locked by "
+                f"{holder or 'another process'} (DuckDB allows one writer per file); waited "
+                f"{self.lock_wait_s:.0f} s. Fix: close that process's connection (a notebook or "
+                f"a running sync), or wait longer with {LOCK_WAIT_ENV}=<seconds>"
+            ) from None
 
     def _connect_once(self) -> duckdb.DuckDBPyConnection:
         if not self.read_only:

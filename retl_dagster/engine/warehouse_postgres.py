@@ -111,7 +111,7 @@ class PostgresWarehouse(Warehouse):
         location: str | None = None,
         memory_limit: str | None = None,
         read_only: bool = False,
-        lock_wait_s: float = 120.0,
+        lock_wait_s: float | None = None,
     ) -> None:
         super().__init__(location, memory_limit, read_only, lock_wait_s)
         try:

@@ -40,7 +40,12 @@ def test_model_needs_exactly_one_source() -> None:
 
 def test_two_mappings_to_one_field_are_refused() -> None:
     [msg] = errors_for(mappings=[{"from": "a", "to": "x"}, {"from": "b", "to": "x"}])
-    assert "mappings[1] maps to field 'x' a second time" in msg
+    # positions count from 1, as a person reads the YAML
+    assert msg.startswith(
+        "sync 'crm' (defs/syncs/crm/defs.yaml), field 'mappings[2].to': "
+        "field 'x' is already fed by "
+    )
+    assert "mappings[1]. Fix: map each destination field once" in msg
 
 
 def test_bad_mode_lists_the_modes() -> None:
@@ -55,7 +60,7 @@ def test_missing_column_names_the_mapping_index() -> None:
     with pytest.raises(ConfigError) as exc:
         cfg.check_columns(["id", "email"])
     assert str(exc.value) == (
-        "sync 'crm', field 'mappings[1].from': column 'tier' is not in the model "
+        "sync 'crm', field 'mappings[2].from': column 'tier' is not in the model "
         "(columns: id, email). Fix: map an existing column or add it to the model"
     )
 
@@ -94,3 +99,43 @@ def test_each_mapping_kind_hashes_as_state_written_by_earlier_versions(
 def test_a_select_without_from_is_refused() -> None:
     with pytest.raises(pydantic.ValidationError, match="object/array select needs `from`"):
         FieldMapping.model_validate({"static": 1, "to": "x", "array": "select"})
+
+
+def test_a_misspelt_key_is_named_with_the_key_it_resembles() -> None:
+    [msg] = errors_for(primery_key="id")
+    assert msg.startswith(
+        "sync 'crm' (defs/syncs/crm/defs.yaml), field 'primery_key': "
+        "unknown key 'primery_key'. Fix: "
+    )
+    assert "rename it to `primary_key` (a sync accepts: name, model, primary_key," in msg
+    [msg] = errors_for(schedule={"cron": "0 * * * *", "timezon": "UTC"})
+    assert (
+        "field 'schedule.timezon'" in msg and "rename it to `timezone` (`schedule` accepts" in msg
+    )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "field", "words"),
+    [
+        ({"cron": "*/61 * * * *"}, "schedule.cron", "a step of 61 in the minute field"),
+        ({"cron": "61 * * * *"}, "schedule.cron", "is not a cron expression of five fields"),
+        ({"cron": "0 0 * * *", "timezone": "Mars/Olympus"}, "schedule.timezone", "time zone"),
+        ({"days": ["monday"], "at": "9am"}, "schedule.at", "not a time of day"),
+        ({"interval": "7m"}, "schedule.interval", "cannot be a schedule"),
+    ],
+)
+def test_a_schedule_that_cannot_run_is_refused_when_read(
+    schedule: dict[str, object], field: str, words: str
+) -> None:
+    [msg] = errors_for(schedule=schedule)
+    assert (
+        msg.startswith(f"sync 'crm' (defs/syncs/crm/defs.yaml), field '{field}': ") and words in msg
+    )
+    assert "Fix: correct the value" not in msg and ". Fix: " in msg
+
+
+def test_a_model_level_rule_names_its_field() -> None:
+    [msg] = errors_for(mode="mirror")
+    assert msg.startswith(
+        "sync 'crm' (defs/syncs/crm/defs.yaml), field 'delete_behavior': mode mirror deletes"
+    )
