@@ -15,7 +15,7 @@ from retl_dagster.components.triggers import job_name, sync_triggers
 from retl_dagster.destinations.http import format_exchange
 from retl_dagster.engine import stages
 from retl_dagster.engine.config import SyncConfig, explain
-from retl_dagster.engine.delivery import LoadResult
+from retl_dagster.engine.delivery import LoadResult, Progress
 from retl_dagster.engine.state import SyncTables
 from retl_dagster.engine.warehouse import Warehouse
 
@@ -109,7 +109,7 @@ def _load_metadata(result: LoadResult, status: str, run: dict[str, Any]) -> dict
     return md
 
 
-def _progress_logger(context: dg.AssetExecutionContext, name: str) -> stages.Progress:
+def _progress_logger(context: dg.AssetExecutionContext, name: str) -> Progress:
     """Progress in the run's logs every few seconds, and to `retl sync`'s progress bar."""
     last_log = [0.0]
 

@@ -323,3 +323,7 @@ class Destination(ABC, Generic[ConfigT]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+AnyDestination = Destination[Any]
+"""A destination of any type (the engine drives them all alike)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from retl_dagster.destinations.base import Batch, BatchResult, Destination, Record
+from retl_dagster.destinations.base import AnyDestination, Batch, BatchResult, Record
 from retl_dagster.engine.config import SyncConfig
 from retl_dagster.engine.mapping import Mapper
 from retl_dagster.engine.state import (
@@ -135,7 +135,7 @@ def _commit(
 
 
 def prepare_destination(
-    destination: Destination, config: SyncConfig, columns: list[tuple[str, str]]
+    destination: AnyDestination, config: SyncConfig, columns: list[tuple[str, str]]
 ) -> None:
     """Tell the destination the warehouse type of every field it will receive."""
     types = {c.lower(): ty for c, ty in columns}
@@ -147,7 +147,7 @@ def prepare_destination(
     )
 
 
-def mapper_for(config: SyncConfig, destination: Destination | None) -> Mapper:
+def mapper_for(config: SyncConfig, destination: AnyDestination | None) -> Mapper:
     """The mapper a destination needs: JSON-ready values, or Python values for databases."""
     if destination is None:
         return Mapper(config)
@@ -206,7 +206,7 @@ def _text(column: pa.Array) -> pa.Array:
     return column if column.type == pa.string() else column.cast(pa.string())
 
 
-def _deliver(destination: Destination, batch: Batch) -> BatchResult:
+def _deliver(destination: AnyDestination, batch: Batch) -> BatchResult:
     """One batch's answer; an answer we cannot read proves nothing was acknowledged: every
     record is rejected with it, and the run goes on."""
     try:
@@ -233,7 +233,7 @@ class _Sent:
 def load(
     wh: Warehouse,
     config: SyncConfig,
-    destination: Destination,
+    destination: AnyDestination,
     run_id: str,
     *,
     progress: Progress | None = None,

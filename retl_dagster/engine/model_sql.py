@@ -27,7 +27,7 @@ def dbt_target(location: str | None = None) -> tuple[str, dict[str, str]]:
         "RETL_DBT_PG_HOST": url.host or "localhost",
         "RETL_DBT_PG_PORT": str(url.port or 5432),
         "RETL_DBT_PG_USER": url.username or "postgres",
-        "RETL_DBT_PG_PASSWORD": url.password or "",  # type: ignore[dict-item]
+        "RETL_DBT_PG_PASSWORD": url.password or "",
         "RETL_DBT_PG_DBNAME": url.database or "postgres",
     }
 

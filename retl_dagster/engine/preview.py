@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from retl_dagster.common.settings import STATE_SCHEMA
-from retl_dagster.destinations.base import Batch, BatchResult, Destination, Record
+from retl_dagster.destinations.base import AnyDestination, Batch, BatchResult, Record
 from retl_dagster.engine import diff as diff_stage
 from retl_dagster.engine.config import ConfigError, SyncConfig
 from retl_dagster.engine.delivery import OPS, mapper_for, ops_to_send, prepare_destination
@@ -33,7 +33,7 @@ def _records(
     sql: str,
     params: list[Any],
     limit: int | None = None,
-    destination: Destination | None = None,
+    destination: AnyDestination | None = None,
 ) -> list[Record]:
     mapper = mapper_for(config, destination)
     out: list[Record] = []
@@ -81,7 +81,7 @@ def send_one_row(
     wh: Warehouse,
     config: SyncConfig,
     model_sql: str,
-    destination: Destination,
+    destination: AnyDestination,
     key: str,
     as_op: str = "added",
 ) -> tuple[Record, BatchResult]:

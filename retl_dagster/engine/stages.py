@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from retl_dagster.destinations.base import BatchResult, Destination, Record
+from retl_dagster.destinations.base import AnyDestination, BatchResult, Record
 from retl_dagster.destinations.http import HttpClient
 from retl_dagster.engine import diff as diff_stage
 from retl_dagster.engine import preview
@@ -142,7 +142,7 @@ class LoadOutcome:
 def load_run(
     wh: Warehouse,
     config: SyncConfig,
-    open_destination: Callable[[], Destination],
+    open_destination: Callable[[], AnyDestination],
     run_id: str,
     *,
     replay: bool = False,
@@ -216,7 +216,7 @@ class RowTestOutcome:
 
 
 def send_test_row(
-    wh: Warehouse, config: SyncConfig, destination: Destination, row_id: str, send_as: str
+    wh: Warehouse, config: SyncConfig, destination: AnyDestination, row_id: str, send_as: str
 ) -> RowTestOutcome:
     """Send the model's row `row_id` as `send_as` for real; the sync's state is not touched."""
     client = getattr(destination, "client", None)

@@ -187,7 +187,7 @@ class PostgresWarehouse(Warehouse):
     def _run(self, sql: str, params: Sequence[Any] | None) -> psycopg.Cursor[Any]:
         args = [_plain(p) for p in params] if params else None
         try:
-            return self.pg.execute(to_pyformat(sql) if args else sql, args)  # type: ignore[arg-type]
+            return self.pg.execute(to_pyformat(sql) if args else sql, args)
         except psycopg.Error as exc:
             # Keep PostgreSQL's own words; the callers add what the statement was for.
             raise WarehouseError(str(exc).strip()) from exc
@@ -219,7 +219,7 @@ class PostgresWarehouse(Warehouse):
             cur = conn.cursor(name=f"retl_stream_{secrets.token_hex(4)}")
             cur.itersize = batch_size
             args = [_plain(p) for p in params] if params else None
-            cur.execute(to_pyformat(sql) if args else sql, args)  # type: ignore[arg-type]
+            cur.execute(to_pyformat(sql) if args else sql, args)
             names = [d.name for d in cur.description or []]
             types = self._types_of(conn, cur)
             while rows := cur.fetchmany(batch_size):
