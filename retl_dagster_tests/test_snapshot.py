@@ -29,6 +29,12 @@ def describe(loaded: dg.Definitions) -> dict[str, Any]:
         "schedules": sorted(s.name for s in repo.schedule_defs),
         "sensors": sorted(s.name for s in repo.sensor_defs),
         "resources": sorted((loaded.resources or {}).keys()),
+        # What each of retl's assets is drawn downstream of (an inline SQL model: what it reads).
+        "lineage": {
+            k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
+            for k in sorted(graph.get_all_asset_keys())
+            if k.path[0] == "retl"
+        },
     }
 
 

@@ -16,6 +16,7 @@ from retl_dagster.destinations.http import format_exchange
 from retl_dagster.engine import stages
 from retl_dagster.engine.config import SyncConfig, explain
 from retl_dagster.engine.delivery import LoadResult, Progress
+from retl_dagster.engine.model_sql import sql_reads
 from retl_dagster.engine.state import SyncTables
 from retl_dagster.engine.warehouse import Warehouse
 
@@ -51,6 +52,14 @@ def model_key(config: SyncConfig) -> dg.AssetKey:
     if src.table:
         return dg.AssetKey(["warehouse", *src.table.split(".")])
     return dg.AssetKey(["retl", config.name, "model"])
+
+
+def read_key(read: tuple[str, ...]) -> dg.AssetKey:
+    """The asset of what an inline SQL model reads: a dbt model's (dagster-dbt's default key)
+    or a warehouse table's (the key a `table:` model gets)."""
+    if read[0] == "dbt":
+        return dg.AssetKey([read[1]])
+    return dg.AssetKey(["warehouse", *read])
 
 
 def table_model_spec(table: str) -> dg.AssetSpec:
@@ -211,6 +220,7 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
 
         @dg.asset(
             key=model_key(config),
+            deps=[read_key(read) for read in sql_reads(sql)],
             group_name=group,
             kinds={"duckdb", "sql"},
             description=f"Inline model of sync {name}: a view `{STATE_SCHEMA}.{name}__model`.",

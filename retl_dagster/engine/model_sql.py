@@ -62,3 +62,42 @@ def model_select(config: SyncConfig, manifest_path: Path = DBT_MANIFEST) -> str:
             f"no dbt model named '{src.dbt}' in {manifest_path}",
             "name a model under dbt_models/models (and run `dbt parse` after adding one)",
         ) from None
+
+
+def _dbt_relations(manifest_path: Path) -> dict[tuple[str, str], str]:
+    """(schema, relation name) -> dbt node name, lower-cased, for models, seeds and snapshots."""
+    if not manifest_path.exists():
+        return {}
+    nodes = json.loads(manifest_path.read_text())["nodes"]
+    return {
+        (str(n["schema"]).lower(), str(n.get("alias") or n["name"]).lower()): n["name"]
+        for n in nodes.values()
+        if n["resource_type"] in ("model", "seed", "snapshot")
+    }
+
+
+def sql_reads(sql: str, manifest_path: Path = DBT_MANIFEST) -> list[tuple[str, ...]]:
+    """What an inline SQL model reads, so its asset is drawn downstream of them: `("dbt", name)`
+    for a dbt model or seed (matched on its schema and alias, or on its name alone), else the
+    table's own parts (`("analytics", "users")`). Parsed with sqlglot; CTEs are not tables.
+    SQL sqlglot cannot parse reads nothing (the model still runs; it is only not linked)."""
+    import sqlglot
+    import sqlglot.expressions as exp
+
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except sqlglot.errors.ParseError:
+        return []
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    dbt = _dbt_relations(manifest_path)
+    by_name = {rel: name for (_, rel), name in dbt.items()}
+    out: list[tuple[str, ...]] = []
+    for table in tree.find_all(exp.Table):
+        name, schema = table.name.lower(), table.db.lower()
+        if not name or (not schema and name in ctes):
+            continue
+        model = dbt.get((schema, name)) if schema else by_name.get(name)
+        read = ("dbt", model) if model else tuple(p for p in (schema, name) if p)
+        if read not in out:
+            out.append(read)
+    return out

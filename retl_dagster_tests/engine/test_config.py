@@ -139,3 +139,15 @@ def test_a_model_level_rule_names_its_field() -> None:
     assert msg.startswith(
         "sync 'crm' (defs/syncs/crm/defs.yaml), field 'delete_behavior': mode mirror deletes"
     )
+
+
+def test_an_inline_sql_model_reads_the_dbt_models_and_tables_it_names() -> None:
+    from retl_dagster.engine.model_sql import sql_reads
+
+    # The demo's dbt project: `users` and `accounts` are models in schema main.
+    assert sql_reads("select * from main.users where plan <> 'free'") == [("dbt", "users")]
+    assert sql_reads(
+        "with recent as (select * from raw.events) "
+        "select * from recent join accounts a on a.account_id = recent.account_id"
+    ) == [("dbt", "accounts"), ("raw", "events")]  # a CTE is not a table
+    assert sql_reads("select from where") == []  # unparseable: runs, only not linked
