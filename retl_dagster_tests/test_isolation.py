@@ -123,6 +123,7 @@ def test_broken_syncs_are_isolated_and_shown(
     assert "teamproj/defs/syncs/typo/defs.yaml" in errors["typo"]
     assert "destination 'leaky' is invalid" in errors["leaks"]
     assert "a secret is written into the YAML" in errors["leaks"]
+    assert "defs/destinations/defs.yaml:6)" in errors["leaks"]  # the line of `leaky`'s secret
     assert "hunter2" not in errors["leaks"]
     assert "it follows sync 'typo', which is invalid" in errors["follower"]
     # The healthy sync keeps its job and schedule, and runs.

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import dagster as dg
 import pydantic
 
-from retl_dagster.common.settings import strict_definitions
+from retl_dagster.common.settings import PROJECT_ROOT, strict_definitions
 from retl_dagster.components.env import EnvBackedResource, split_env_refs
 from retl_dagster.destinations import (
     Destination,
@@ -50,11 +51,28 @@ def _resolve_destinations(
         try:
             decls.append(_resolve_one(context, name, spec))
         except DestinationConfigError as exc:
+            # Name the line of the offending key, not the `destinations:` block's.
+            tree = context.source_position_tree
+            key = [*context.path, name] + ([exc.field] if exc.field not in ("name", "type") else [])
+            position = tree.lookup_closest_and_path(key, None)[0] if tree else None
+            exc = DestinationConfigError(
+                exc.destination, exc.field, exc.problem, exc.fix, _relative(position)
+            )
             if strict_definitions():
-                raise
+                raise exc from None
             # One broken destination must not take the others (and their syncs) down.
             decls.append(DestinationDecl(name=name, type="", options={}, env={}, error=str(exc)))
     return decls
+
+
+def _relative(position: Any) -> str:
+    """`file:line` of a YAML position, the file relative to the project when it is in it."""
+    if position is None:
+        return ""
+    path = Path(position.filename)
+    if path.is_relative_to(PROJECT_ROOT):
+        path = path.relative_to(PROJECT_ROOT)
+    return f"{path}:{position.start.line}"
 
 
 def _resolve_one(context: dg.ResolutionContext, name: str, spec: Any) -> DestinationDecl:

@@ -117,8 +117,14 @@ class DestinationError(RuntimeError):
 class DestinationConfigError(ValueError):
     """A destination's declaration is wrong; names the destination, the field and the fix."""
 
-    def __init__(self, destination: str, field: str, problem: str, fix: str) -> None:
-        super().__init__(f"destination '{destination}', field '{field}': {problem}. Fix: {fix}")
+    def __init__(
+        self, destination: str, field: str, problem: str, fix: str, source: str = ""
+    ) -> None:
+        self.destination, self.field, self.problem, self.fix = destination, field, problem, fix
+        where = f" (at {source})" if source else ""
+        super().__init__(
+            f"destination '{destination}', field '{field}': {problem}. Fix: {fix}{where}"
+        )
 
 
 class DestinationConfig(pydantic.BaseModel):
@@ -309,6 +315,13 @@ class Destination(ABC, Generic[ConfigT]):
     def deliver(self, batch: Batch) -> BatchResult:
         """Send one batch; return which records were rejected. Raise DestinationError when the
         batch's fate is unknown or delivery cannot continue."""
+
+    def check(self, object_: str | None = None) -> str:
+        """`retl check`: the cheapest read-only call that proves the credentials work and the
+        target exists (of `object_`, a sync's object, where given). Returns a short sentence of
+        what was verified; raises DestinationError (or DestinationConfigError) saying what is
+        wrong and how to fix it. Never sends a record."""
+        raise NotImplementedError(f"destination type '{self.type}' has no connection check")
 
     def match_rate(self) -> float | None:
         """After the last batch: the match rate (0-1) the platform itself reports (e.g. an
