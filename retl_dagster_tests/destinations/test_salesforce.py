@@ -22,6 +22,7 @@ def sf(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSalesforce]:
     with FakeSalesforce("cid", "s3cret", refresh_token="refresh-tok") as fake:
         monkeypatch.setenv("SF_LOGIN", fake.url)
         yield fake
+        assert fake.contract_failures == []  # every body the tests sent is one Salesforce reads
 
 
 def dest(extra: str = "") -> str:

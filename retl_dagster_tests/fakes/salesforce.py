@@ -55,6 +55,7 @@ class FakeSalesforce(FakeServer):
                 methods=["PATCH"],
             ),
             Rule("/services/data/<version>/query", endpoint="query", methods=["GET"]),
+            Rule("/services/data/<version>/limits", endpoint="limits", methods=["GET"]),
             Rule(
                 "/services/data/<version>/sobjects/<sobject>/describe",
                 endpoint="describe",
@@ -80,6 +81,8 @@ class FakeSalesforce(FakeServer):
         self.valid_tokens: set[str] = set()
         self.logins = 0
         self.records: dict[str, dict[str, Any]] = {}  # Id -> fields (incl. attributes type)
+        self.contract_failures: list[str] = []
+        """Bodies refused as the reference says Salesforce refuses them."""
         self._seq = 0
 
     def rate_limited(self, request: Request) -> Response:
@@ -126,6 +129,13 @@ class FakeSalesforce(FakeServer):
                 401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
             )
         return None
+
+    def limits(self, request: Request, version: str) -> Response:
+        """`GET /limits`: the org's limits, of which `DailyApiRequests`."""
+        if (bad := self._session(request)) is not None:
+            return bad
+        used = len(self.log)
+        return _json(200, {"DailyApiRequests": {"Max": 15000, "Remaining": 15000 - used}})
 
     # -- records ----------------------------------------------------------------------------
     def _check_fields(self, records: list[dict[str, Any]]) -> Response | None:
@@ -194,6 +204,30 @@ class FakeSalesforce(FakeServer):
         self.records[rid] = {**merged, "_type": t, "Id": rid}
         return {"id": rid, "success": True, "errors": []}
 
+    def _check_body(self, body: Any) -> Response | None:
+        """The sObject Collections request body, as Salesforce's REST reference describes it
+        (Salesforce publishes no SDK model to check against): `{"allOrNone": bool, "records":
+        [...]}` and nothing else; each record's values JSON scalars (a nested object is not a
+        field value). Salesforce answers a body it cannot read with 400 JSON_PARSER_ERROR."""
+
+        def refuse(message: str) -> Response:
+            self.contract_failures.append(message)
+            return _json(400, [{"message": message, "errorCode": "JSON_PARSER_ERROR"}])
+
+        if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+            return refuse("the body needs a records array")
+        if set(body) - {"allOrNone", "records"}:
+            return refuse(f"Unrecognized field(s) {sorted(set(body) - {'allOrNone', 'records'})}")
+        if "allOrNone" in body and not isinstance(body["allOrNone"], bool):
+            return refuse("allOrNone must be a boolean")
+        for r in body["records"]:
+            if not isinstance(r, dict) or not isinstance(r.get("attributes"), dict):
+                return refuse("each record needs its attributes (type)")
+            for k, v in r.items():
+                if k != "attributes" and isinstance(v, (dict, list)):
+                    return refuse(f"field {k}: a value must be a string, number, boolean or null")
+        return None
+
     def collection(self, request: Request, version: str) -> Response:
         if (bad := self._session(request)) is not None:
             return bad
@@ -211,6 +245,8 @@ class FakeSalesforce(FakeServer):
                 else:
                     results.append({"id": rid, "success": True, "errors": []})
             return _json(200, results)
+        if (bad := self._check_body(request.get_json())) is not None:
+            return bad
         records = request.get_json()["records"]
         if (bad := self._check_fields(records)) is not None:
             return bad
@@ -229,6 +265,8 @@ class FakeSalesforce(FakeServer):
 
     def upsert(self, request: Request, version: str, sobject: str, ext_field: str) -> Response:
         if (bad := self._session(request)) is not None:
+            return bad
+        if (bad := self._check_body(request.get_json())) is not None:
             return bad
         records = request.get_json()["records"]
         if (bad := self._check_fields(records)) is not None:
