@@ -475,14 +475,15 @@ def invalid_sync_defs(name: str, error: str, source: str) -> dg.Definitions:
 class _AnyAttributes(pydantic.BaseModel):
     """What Dagster checks a Sync's YAML against before `Sync.load`: anything, so that load can
     check it itself and isolate a broken sync instead of failing the code location. Editors and
-    `dg` see the real schema (json_schema_extra)."""
+    `dg` still see the real schema (a sync's, generated in the same pass so its refs resolve)."""
 
-    model_config = pydantic.ConfigDict(
-        extra="allow",
-        json_schema_extra=lambda schema: schema.update(  # type: ignore[misc]
-            SyncConfig.model_json_schema(by_alias=True)
-        ),
-    )
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: Any, handler: pydantic.GetJsonSchemaHandler
+    ) -> Any:
+        return handler(SyncConfig.__pydantic_core_schema__)
 
 
 class Sync(dg.Component, dg.Resolvable, SyncConfig):  # type: ignore[misc]
