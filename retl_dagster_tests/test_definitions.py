@@ -85,3 +85,14 @@ def test_the_instance_retl_writes_limits_runs_per_sync_and_warehouse_steps(
         {"key": "retl/sync", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
     ]
     assert config.pool_config.default_pool_limit == 1
+
+
+def test_editors_and_dg_see_a_syncs_real_schema() -> None:
+    from retl_dagster.components import Sync
+
+    schema = Sync.get_model_cls().model_json_schema(by_alias=True)  # type: ignore[union-attr]
+    assert {"name", "model", "primary_key", "mappings", "schedule"} <= set(schema["properties"])
+    assert (
+        "FieldMapping" in schema["$defs"]
+        and "from" in schema["$defs"]["FieldMapping"]["properties"]
+    )
