@@ -433,6 +433,40 @@ def test_row_command(name: str, row_id: str, as_op: str, yes: bool) -> None:
     sys.exit(2 if reason else 0)
 
 
+@main.command()
+@click.argument("name")
+def check(name: str) -> None:
+    """Test the connection of destination NAME (or of sync NAME's destination, with the sync's
+    object): its credentials are accepted and its target exists, by the cheapest read-only call
+    its API offers. Nothing is sent; secrets never show."""
+    from retl_dagster.components.destination_resources import declared_resource
+
+    decls = _declarations()
+    dest, object_ = name, None
+    if name not in decls.destination_specs:
+        if name in decls.invalid:
+            _fail(f"sync {name} is invalid:\n{decls.invalid[name]}")
+        if name not in decls.syncs:
+            _fail(
+                f"no destination or sync named '{name}'. Destinations: "
+                f"{', '.join(sorted(decls.destination_specs)) or 'none'}; syncs: "
+                f"{', '.join(sorted(decls.syncs)) or 'none'}"
+            )
+        dest, object_ = decls.syncs[name].destination, decls.syncs[name].object
+        if dest not in decls.destination_specs:
+            _fail(f"sync {name}'s destination '{dest}' is not declared")
+    type_, error = decls.destinations[dest]
+    if error:
+        _fail(error)
+    resource = declared_resource(dest, decls.destination_specs[dest])
+    try:
+        with resource.client() as client:
+            said = client.check(object_)
+    except Exception as exc:  # noqa: BLE001 - the destination's words, secrets redacted
+        _fail(resource.redact(short_message(exc)))
+    click.echo(resource.redact(f"ok: destination '{dest}' ({type_}): {said}"))
+
+
 def _history(name: str, limit: int) -> list[dict[str, Any]]:
     """The sync's runs, newest first, from `_retl.sync_runs` (none before a warehouse exists)."""
     from retl_dagster.common.settings import is_url, warehouse_location

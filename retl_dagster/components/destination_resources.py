@@ -34,6 +34,22 @@ class DestinationResource(EnvBackedResource):
         return build_destination(self.name, self.destination_type, self.options())
 
 
+def declared_resource(name: str, spec: Any) -> DestinationResource:
+    """The resource of one destination's raw YAML, without building Dagster's definitions
+    (`retl check`): options and environment references resolved as the component resolves
+    them. DestinationConfigError when the declaration is wrong."""
+    return _resource(_resolve_one(dg.ResolutionContext.default(), name, spec))
+
+
+def _resource(d: DestinationDecl) -> DestinationResource:
+    return DestinationResource(
+        name=d.name,
+        destination_type=d.type,
+        options_json=json.dumps(d.options, sort_keys=True),
+        env=d.env,
+    )
+
+
 class DestinationDecl(pydantic.BaseModel):
     name: str
     type: str
@@ -96,13 +112,6 @@ class Destinations(dg.Component, dg.Resolvable, dg.Model):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         return dg.Definitions(
             resources={
-                resource_key(d.name): DestinationResource(
-                    name=d.name,
-                    destination_type=d.type,
-                    options_json=json.dumps(d.options, sort_keys=True),
-                    env=d.env,
-                )
-                for d in self.destinations
-                if d.error is None
+                resource_key(d.name): _resource(d) for d in self.destinations if d.error is None
             }
         )

@@ -158,6 +158,35 @@ class HttpClient:
         self.http.close()
 
 
+class Unreachable(DestinationError):
+    """`retl check`: the destination's URL gave no answer, or a server error."""
+
+
+def probe(
+    destination: str,
+    settings: HttpSettings,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """One request that carries no data (`retl check`), sent once: the answer whatever its
+    status below 500; Unreachable when there is none (DNS, refused, timeout) or a 5xx."""
+    client = HttpClient(
+        destination, settings.model_copy(update={"max_attempts": 1}), headers=headers
+    )
+    try:
+        return client.request(method, url)
+    except GaveUp as exc:
+        raise Unreachable(
+            f"destination '{destination}': {method} {url} got no usable answer "
+            f"({exc.__cause__}). Fix: check the URL (host, port, scheme), DNS and firewall, and "
+            "that the service is up"
+        ) from None
+    finally:
+        client.close()
+
+
 def error_object(response: httpx.Response) -> dict[str, Any]:
     """The JSON body's `error` object (the Graph API's, a google.rpc.Status), or {} when the
     body is not one."""

@@ -110,6 +110,9 @@ class Declarations:
     """Sync name -> its defs.yaml, relative to the project."""
     destinations: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     """Destination name -> (type, the error of its declaration or None)."""
+    destination_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Destination name -> its YAML as written (`type` and options, env references unresolved),
+    for building its client without Dagster's definitions (`retl check`)."""
     alerts: AlertNames | None = None
     errors: list[str] = field(default_factory=list)
     """Files that are not YAML at all."""
@@ -160,6 +163,8 @@ def read_declarations(defs_dir: Path | None = None) -> Declarations:
                     out.invalid[name] = str(exc)
             elif doc.get("type") == DESTINATIONS_TYPE:
                 for name, spec in (attrs.get("destinations") or {}).items():
+                    if isinstance(spec, dict):
+                        out.destination_specs[name] = spec
                     try:
                         type_ = check_destination(name, spec)
                         rest = {k: v for k, v in spec.items() if k != "type"}

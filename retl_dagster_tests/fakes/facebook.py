@@ -83,7 +83,12 @@ def graph_error(
 
 
 class FakeMetaConversions(FakeServer):
-    url_map = Map([Rule("/<version>/<pixel_id>/events", endpoint="post_events", methods=["POST"])])
+    url_map = Map(
+        [
+            Rule("/<version>/<pixel_id>/events", endpoint="post_events", methods=["POST"]),
+            Rule("/<version>/<pixel_id>", endpoint="get_pixel", methods=["GET"]),
+        ]
+    )
 
     def __init__(
         self,
@@ -194,6 +199,23 @@ class FakeMetaConversions(FakeServer):
                 user_msg="user_data must contain at least one customer information parameter.",
             )
         return None
+
+    def get_pixel(self, request: Request, version: str, pixel_id: str) -> Response:
+        """`GET /{version}/{pixel_id}?fields=id,name`: the pixel (AdsPixel) node."""
+        if request.args.get("access_token") != self.access_token:
+            return graph_error(400, "Invalid OAuth access token - Cannot parse access token", 190)
+        if pixel_id != self.pixel_id:
+            return graph_error(
+                400,
+                f"Unsupported get request. Object with ID '{pixel_id}' does not exist, cannot be "
+                "loaded due to missing permissions, or does not support this operation.",
+                100,
+                subcode=33,
+                type_="GraphMethodException",
+            )
+        node = {"id": pixel_id, "name": "Fake pixel"}
+        fields = request.args.get("fields", "id").split(",")
+        return _json(200, {k: v for k, v in node.items() if k in fields or k == "id"})
 
     def post_events(self, request: Request, version: str, pixel_id: str) -> Response:
         params = self._params(request)

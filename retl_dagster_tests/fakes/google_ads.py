@@ -603,6 +603,14 @@ class FakeGoogleAds(FakeServer):
         if (bad := self._auth(request, cid)) is not None:
             return bad
         query = (request.get_json() or {}).get("query", "")
+        if re.fullmatch(r"SELECT\s+customer\.id\s+FROM\s+customer(\s+LIMIT\s+\d+)?", query, re.I):
+            return _json(
+                200,
+                {
+                    "results": [{"customer": {"resourceName": f"customers/{cid}", "id": cid}}],
+                    "fieldMask": "customer.id",
+                },
+            )
         m = re.search(r"FROM\s+user_list\s+WHERE\s+user_list\.id\s*=\s*(\d+)", query, re.I)
         if not m:
             return self.failure(

@@ -73,6 +73,7 @@ class FakeHubSpot(FakeServer):
                 "/crm/v3/objects/<object_type>/batch/<action>", endpoint="batch", methods=["POST"]
             ),
             Rule("/crm/v3/properties/<object_type>", endpoint="properties", methods=["GET"]),
+            Rule("/crm/v3/objects/<object_type>", endpoint="list_objects", methods=["GET"]),
         ]
     )
 
@@ -160,6 +161,22 @@ class FakeHubSpot(FakeServer):
                 ]
             },
         )
+
+    def list_objects(self, request: Request, object_type: str) -> Response:
+        """`GET /crm/v3/objects/<type>?limit=N`: a page of the type's (unarchived) records."""
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _error(401, "INVALID_AUTHENTICATION", "Authentication credentials not found.")
+        if object_type not in PROPERTIES:
+            return _error(
+                400, "OBJECT_TYPE_NOT_FOUND", f"Unable to infer object type from: {object_type}"
+            )
+        limit = int(request.args.get("limit", 10))
+        live = [
+            (oid, props)
+            for oid, props in self.objects[object_type].items()
+            if oid not in self.archived[object_type]
+        ]
+        return _json(200, {"results": [{"id": oid, "properties": p} for oid, p in live[:limit]]})
 
     # -- endpoint ---------------------------------------------------------------------------
     def batch(self, request: Request, object_type: str, action: str) -> Response:

@@ -26,6 +26,7 @@ class FakeMixpanel(FakeServer):
         [
             Rule("/engage", endpoint="engage", methods=["POST"]),
             Rule("/import", endpoint="import_", methods=["POST"]),
+            Rule("/api/app/me", endpoint="me", methods=["GET"]),
         ]
     )
 
@@ -58,6 +59,15 @@ class FakeMixpanel(FakeServer):
         body = request.get_data()
         self.received.append((request.path, headers, query, body))
         return headers, query, body
+
+    def me(self, request: Request) -> Response:
+        """`GET /api/app/me` (application API, service-account basic auth): who the account is
+        and the projects it may use."""
+        auth = request.authorization
+        if auth is None or (auth.username, auth.password) != (self.user, self.secret):
+            return _json(401, {"error": "Invalid credentials", "status": "error"})
+        pid = self.project_id or "1"
+        return _json(200, {"status": "ok", "results": {"projects": {pid: {"name": "fake"}}}})
 
     def engage(self, request: Request) -> Response:
         headers, _, body = self._capture(request)

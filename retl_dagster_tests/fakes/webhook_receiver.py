@@ -48,6 +48,10 @@ class WebhookReceiver:
     applied_batches: set[str] = field(default_factory=set)
     duplicates_dropped: int = 0
     """Batches received again with an Idempotency-Key already applied."""
+    probes: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    """(method, lower-cased headers) of each request that was not a POST (`retl check`)."""
+    probe_status: int = 204
+    """The answer to an OPTIONS request."""
 
     def __post_init__(self) -> None:
         receiver = self
@@ -55,6 +59,16 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
+
+            def do_OPTIONS(self) -> None:  # noqa: N802 - http.server's naming
+                with receiver._lock:
+                    receiver.probes.append(
+                        ("OPTIONS", {k.lower(): v for k, v in self.headers.items()})
+                    )
+                self.send_response(receiver.probe_status)
+                self.send_header("Allow", "OPTIONS, POST")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))

@@ -26,7 +26,7 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
-from retl_dagster.destinations.http import HttpClient, error_text
+from retl_dagster.destinations.http import HttpClient, error_text, probe
 from retl_dagster.destinations.impl.braze.config import MAX_TRACK_OBJECTS, BrazeConfig
 from retl_dagster.destinations.impl.braze.exceptions import BrazeAuthError
 
@@ -165,6 +165,18 @@ class BrazeDestination(Destination[BrazeConfig]):
                 fixed["quantity"] = quantity(count)
             return "purchases", {**ident, **fixed, "time": stamp, "properties": fields}
         return "events", {**ident, "name": batch.object, "time": stamp, "properties": fields}
+
+    def check(self, object_: str | None = None) -> str:
+        """Braze has no read endpoint a users.track key may call, and every /users/track call
+        that Braze accepts writes: only the REST endpoint's reachability is checked (a GET of
+        /users/track, which sends nothing)."""
+        url = str(self.config.base_url).rstrip("/") + "/users/track"
+        response = probe(self.name, self.config, "GET", url)
+        return (
+            f"Braze REST endpoint {self.config.base_url} is reachable (HTTP "
+            f"{response.status_code}); the API key cannot be checked without writing to a "
+            "user, so it is not"
+        )
 
     def deliver(self, batch: Batch) -> BatchResult:
         out = BatchResult()

@@ -169,6 +169,36 @@ class FacebookConversionsDestination(Destination[FacebookConversionsConfig]):
             event["custom_data"] = custom
         return event
 
+    def check(self, object_: str | None = None) -> str:
+        """`GET /{version}/{pixel_id}?fields=id,name`: the token is accepted and reaches the
+        pixel. (Sending a test event would need Events Manager's test code; this sends none.)"""
+        pixel = self.config.pixel_id
+        response = self.client.request(
+            "GET",
+            f"/{self.config.api_version}/{pixel}",
+            params={
+                "fields": "id,name",
+                "access_token": self.config.access_token.get_secret_value(),
+            },
+        )
+        if not response.is_success:
+            err = error_object(response)
+            if err.get("code") == 190 or response.status_code == 401:
+                raise FacebookAuthError(
+                    f"destination '{self.name}': Meta refused the access token: "
+                    f"{error_message(err, response)}. Fix: generate a new system-user token "
+                    "with access to the pixel"
+                )
+            raise FacebookAuthError(
+                f"destination '{self.name}': pixel {pixel} cannot be read: "
+                f"{error_message(err, response)}. Fix: check pixel_id and that the token's "
+                "user has access to it (Business settings > Data sources > Datasets)"
+            )
+        body = response.json()
+        name = body.get("name") if isinstance(body, dict) else None
+        named = f" ('{name}')" if name else ""
+        return f"Meta access token accepted; pixel {pixel}{named} readable"
+
     def deliver(self, batch: Batch) -> BatchResult:
         out = BatchResult()
         events: list[tuple[Record, dict[str, Any]]] = []

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from retl_dagster.common.settings import data_dir
 from retl_dagster.destinations.base import Batch, BatchResult, Destination
 from retl_dagster.destinations.impl.file.config import FileConfig
+from retl_dagster.destinations.impl.file.exceptions import FileNotWritable
 
 
 class FileDestination(Destination[FileConfig]):
@@ -22,6 +23,39 @@ class FileDestination(Destination[FileConfig]):
         super().__init__(name, config)
         path = Path(config.path)
         self.path = path if path.is_absolute() else data_dir() / path
+
+    def check(self, object_: str | None = None) -> str:
+        """The file is writable, or the nearest existing directory on its path is (where the
+        first run creates the rest); nothing is created or written."""
+        fix = "Fix: set path to a location this user may write, or change its permissions"
+        if self.path.exists():
+            if not self.path.is_file():
+                raise FileNotWritable(
+                    f"destination '{self.name}': {self.path} exists and is not a file. {fix}"
+                )
+            if not os.access(self.path, os.W_OK):
+                raise FileNotWritable(
+                    f"destination '{self.name}': {self.path} is not writable. {fix}"
+                )
+            return f"{self.path} exists and is writable ({self.path.stat().st_size} bytes)"
+        parent = self.path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise FileNotWritable(
+                f"destination '{self.name}': {parent} is not a directory, so {self.path} "
+                f"cannot be created. {fix}"
+            )
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise FileNotWritable(
+                f"destination '{self.name}': directory {parent} is not writable, so "
+                f"{self.path} cannot be created. {fix}"
+            )
+        made = "" if parent == self.path.parent else " (with its missing directories)"
+        return (
+            f"{self.path} does not exist yet; {parent} is writable, so the first run "
+            f"creates it{made}"
+        )
 
     def deliver(self, batch: Batch) -> BatchResult:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from retl_dagster.destinations.impl.google_ads.config import (
     GoogleAdsConfig,
 )
 from retl_dagster.destinations.impl.google_ads.exceptions import (
+    GoogleAdsCheckError,
     InvalidValue,
     MissingConversionAction,
 )
@@ -184,6 +185,36 @@ class GoogleAdsDestination(Destination[GoogleAdsConfig]):
                 f"destination '{self.name}': click conversions need a conversion action. Fix: "
                 "set conversion_action on the destination, or map a column to conversion_action"
             )
+
+    def check(self, object_: str | None = None) -> str:
+        """A token from the refresh token, then `googleAds:search` of the customer itself: the
+        OAuth client, refresh token, developer token and access to the account all hold (and, for
+        a Customer Match object, the user list exists)."""
+        response = self.api.post(
+            f"customers/{self.cid}/googleAds:search",
+            {"query": "SELECT customer.id FROM customer LIMIT 1"},
+        )
+        if not response.is_success:
+            raise GoogleAdsCheckError(
+                f"destination '{self.name}': reading customer {self.cid} failed: "
+                f"{describe(response)}. Fix: check customer_id (and login_customer_id when "
+                "access comes from a manager account)"
+            )
+        said = f"Google Ads credentials accepted; customer {self.cid} readable"
+        if object_ and object_.startswith(CUSTOMER_MATCH):
+            list_id = object_[len(CUSTOMER_MATCH) :]
+            found = self.api.post(
+                f"customers/{self.cid}/googleAds:search",
+                {"query": f"SELECT user_list.id FROM user_list WHERE user_list.id = {list_id}"},
+            )
+            if not found.is_success or not found.json().get("results"):
+                raise GoogleAdsCheckError(
+                    f"destination '{self.name}': customer {self.cid} has no user list "
+                    f"{list_id}. Fix: set the sync's object to customer_match:<the list's id> "
+                    "(Tools > Audience manager)"
+                )
+            said += f"; user list {list_id} exists"
+        return said
 
     def deliver(self, batch: Batch) -> BatchResult:
         if batch.object == CLICK_CONVERSIONS:

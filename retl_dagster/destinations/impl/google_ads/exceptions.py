@@ -14,3 +14,7 @@ class MissingConversionAction(DestinationError):
 
 class InvalidValue(ValueError):
     """A row's value cannot become what Google accepts; the row is rejected with this message."""
+
+
+class GoogleAdsCheckError(DestinationError):
+    """`retl check`: the account or the sync's user list cannot be read."""

@@ -341,6 +341,25 @@ class GoogleSheetsDestination(Destination[GoogleSheetsConfig]):
         values = response.json().get("values", [])
         return values if isinstance(values, list) else []
 
+    def check(self, object_: str | None = None) -> str:
+        """A token for the service account, then `GET spreadsheets/<id>` of the title (and the
+        tabs' titles): the key is accepted and the spreadsheet is shared with the account.
+        Whether it is shared as an editor shows only on a write, which this never makes."""
+        fields = "spreadsheetId,properties.title" + (",sheets.properties.title" if object_ else "")
+        response = self._call("GET", self.path, params={"fields": fields})
+        if not response.is_success:
+            raise self._failed("reading the spreadsheet", response)
+        body = response.json()
+        title = (body.get("properties") or {}).get("title", "")
+        said = (
+            f"Google accepted service account {self.client_email}; spreadsheet '{title}' "
+            "readable (edit access shows on the first write)"
+        )
+        if object_:
+            tabs = {(s.get("properties") or {}).get("title") for s in body.get("sheets", [])}
+            said += f"; tab '{object_}' " + ("exists" if object_ in tabs else "will be created")
+        return said
+
     # -- the tab ----------------------------------------------------------------------------
     def prepare(
         self,

@@ -22,7 +22,7 @@ from retl_dagster.destinations.base import (
 from retl_dagster.destinations.bisect import send_isolating
 from retl_dagster.destinations.http import HttpClient, error_text
 from retl_dagster.destinations.impl.hubspot.config import HubSpotConfig
-from retl_dagster.destinations.impl.hubspot.exceptions import HubSpotAuthError
+from retl_dagster.destinations.impl.hubspot.exceptions import HubSpotAuthError, HubSpotCheckError
 
 # Private apps: 100 requests per 10 s (HubSpot's documented default burst limit).
 DEFAULT_RPS = 10.0
@@ -191,6 +191,24 @@ class HubSpotDestination(Destination[HubSpotConfig]):
         if not response.is_success:
             return None
         return [p["name"] for p in response.json().get("results", [])]
+
+    def check(self, object_: str | None = None) -> str:
+        """`GET /crm/v3/objects/<object>?limit=1` (contacts when no sync names one): the token is
+        accepted and has read access to the object."""
+        obj = object_ or "contacts"
+        response = self.client.request("GET", f"/crm/v3/objects/{obj}", params={"limit": 1})
+        if response.status_code in (401, 403):
+            raise HubSpotAuthError(
+                f"destination '{self.name}': HubSpot refused the token reading {obj} "
+                f"({_message(response)}). Fix: check the private app token and give the app the "
+                f"crm.objects.{obj}.read and .write scopes"
+            )
+        if not response.is_success:
+            raise HubSpotCheckError(
+                f"destination '{self.name}': reading {obj} failed ({_message(response)}). Fix: "
+                "check the sync's object (contacts, companies, deals... or a custom object's id)"
+            )
+        return f"HubSpot token accepted; {obj} readable"
 
     # -- delivery ---------------------------------------------------------------------------
     def deliver(self, batch: Batch) -> BatchResult:

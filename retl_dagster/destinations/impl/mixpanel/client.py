@@ -28,7 +28,7 @@ from retl_dagster.destinations.base import (
     SyncShape,
 )
 from retl_dagster.destinations.bisect import send_isolating
-from retl_dagster.destinations.http import HttpClient, error_text
+from retl_dagster.destinations.http import HttpClient, error_text, probe
 from retl_dagster.destinations.impl.mixpanel.config import MAX_PER_REQUEST, MixpanelConfig
 from retl_dagster.destinations.impl.mixpanel.exceptions import (
     MixpanelAuthError,
@@ -36,6 +36,12 @@ from retl_dagster.destinations.impl.mixpanel.exceptions import (
 )
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+APP_HOSTS = {
+    "api.mixpanel.com": "https://mixpanel.com",
+    "api-eu.mixpanel.com": "https://eu.mixpanel.com",
+    "api-in.mixpanel.com": "https://in.mixpanel.com",
+}
+"""Ingestion host -> the application API's host of the same data residency (`/api/app/me`)."""
 
 
 def unix_ms(moment: dt.datetime) -> int:
@@ -73,6 +79,41 @@ class MixpanelDestination(Destination[MixpanelConfig]):
                 )
             )
         return problems
+
+    def check(self, object_: str | None = None) -> str:
+        """With a service account: `GET /api/app/me` (the account is accepted, and sees
+        project_id). The project token authenticates only /engage writes: it is not checked,
+        and without a service account only the ingestion host's reachability is."""
+        base = str(self.config.base_url).rstrip("/")
+        untested = "the project token cannot be checked without writing a profile, so it is not"
+        user, secret = self.config.service_account_username, self.config.service_account_secret
+        if not (user and secret):
+            response = probe(self.name, self.config, "GET", base + "/")
+            return f"Mixpanel {base} is reachable (HTTP {response.status_code}); {untested}"
+        app = APP_HOSTS.get(httpx.URL(base).host, base)
+        response = self.client.request(
+            "GET", f"{app}/api/app/me", auth=(user, secret.get_secret_value())
+        )
+        if response.status_code in (401, 403):
+            raise MixpanelAuthError(
+                f"destination '{self.name}': Mixpanel refused service account {user} "
+                f"({error_text(response)}). Fix: check service_account_username and "
+                "service_account_secret (Organization settings > Service accounts)"
+            )
+        if not response.is_success:
+            raise MixpanelAuthError(
+                f"destination '{self.name}': GET {app}/api/app/me failed ({error_text(response)})"
+            )
+        projects = (self._body(response).get("results") or {}).get("projects")
+        pid = self.config.project_id
+        if pid and isinstance(projects, dict) and str(pid) not in projects:
+            raise MixpanelAuthError(
+                f"destination '{self.name}': service account {user} has no access to project "
+                f"{pid}. Fix: add it to the project (Project settings > Service accounts), or "
+                "correct project_id"
+            )
+        seen = f", project {pid} visible" if pid else ""
+        return f"Mixpanel service account {user} accepted{seen}; {untested}"
 
     def deliver(self, batch: Batch) -> BatchResult:
         if batch.mode == "events":

@@ -13,7 +13,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from retl_dagster.common.encoding import to_json_value
 from retl_dagster.destinations.base import Batch, BatchResult, Destination, Record
 from retl_dagster.destinations.impl.postgres.config import PostgresConfig
-from retl_dagster.destinations.impl.postgres.exceptions import PostgresSchemaError
+from retl_dagster.destinations.impl.postgres.exceptions import (
+    PostgresConnectError,
+    PostgresSchemaError,
+)
 
 _SIMPLE_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "VARCHAR": sa.Text(),
@@ -125,6 +128,65 @@ class PostgresDestination(Destination[PostgresConfig]):
                 f"add a primary key or unique index on it (record matching needs one)"
             )
         self.table = table
+
+    def check(self, object_: str | None = None) -> str:
+        """Log in and, for a sync's `object`, read the table's columns and this user's
+        privileges on it (or on its schema, where the first run would create it). Read-only:
+        nothing is created."""
+        try:
+            with self.engine.connect() as conn:
+                user, db = conn.execute(sa.text("select current_user, current_database()")).one()
+                said = f"logged in to database {db} as {user}"
+                if not object_:
+                    return said
+                schema, _, name = object_.rpartition(".")
+                schema = schema or "public"
+                if sa.inspect(conn).has_table(name, schema=schema):
+                    return said + "; " + self._table_check(conn, schema, name)
+                if not self.config.create_table:
+                    raise PostgresSchemaError(
+                        f"destination '{self.name}': table {schema}.{name} does not exist. Fix: "
+                        "create it, or set create_table: true"
+                    )
+                may = conn.execute(
+                    sa.text(
+                        # CASE: has_schema_privilege fails on a schema that does not exist.
+                        "select case when exists(select from pg_namespace where nspname = :s) "
+                        "then has_schema_privilege(:s, 'CREATE') else false end"
+                    ),
+                    {"s": schema},
+                ).scalar()
+                if not may:
+                    raise PostgresSchemaError(
+                        f"destination '{self.name}': table {schema}.{name} does not exist and "
+                        f"{user} cannot create it in schema {schema}. Fix: create the schema "
+                        f"or grant CREATE on it to {user}, or create the table"
+                    )
+                return said + f"; table {schema}.{name} does not exist yet and {user} may create it"
+        except OperationalError as exc:
+            raise PostgresConnectError(
+                f"destination '{self.name}': cannot connect: {_pg_error(exc)}. Fix: check the "
+                "url's host, port, database, user and password, and that the server accepts "
+                "connections from here"
+            ) from None
+
+    def _table_check(self, conn: sa.Connection, schema: str, name: str) -> str:
+        columns = sa.inspect(conn).get_columns(name, schema=schema)
+        wanted = ("INSERT", "UPDATE", "DELETE")
+        missing = [
+            p
+            for p in wanted
+            if not conn.execute(
+                sa.text("select has_table_privilege(:t, :p)"),
+                {"t": f'"{schema}"."{name}"', "p": p},
+            ).scalar()
+        ]
+        if missing:
+            raise PostgresSchemaError(
+                f"destination '{self.name}': no {', '.join(missing)} privilege on table "
+                f"{schema}.{name}. Fix: grant {', '.join(wanted)} on it to this user"
+            )
+        return f"table {schema}.{name} exists ({len(columns)} columns) and may be written"
 
     # -- delivery ---------------------------------------------------------------------------
     def deliver(self, batch: Batch) -> BatchResult:

@@ -59,7 +59,9 @@ class SalesforceDestination(Destination[SalesforceConfig]):
         )
         if not response.is_success:
             raise SalesforceLoginError(
-                f"destination '{self.name}': Salesforce login failed: {error_text(response)}"
+                f"destination '{self.name}': Salesforce login failed: {error_text(response)}. "
+                "Fix: check client_id, client_secret and refresh_token (and login_url: "
+                "test.salesforce.com for a sandbox, or your My Domain)"
             )
         token = response.json()
         self.instance_url = token["instance_url"].rstrip("/")
@@ -84,6 +86,32 @@ class SalesforceDestination(Destination[SalesforceConfig]):
     def remote_properties(self, object_: str) -> list[str] | None:
         described = self._call("GET", f"/sobjects/{object_}/describe")
         return [f["name"] for f in described.get("fields", [])]
+
+    def check(self, object_: str | None = None) -> str:
+        """The OAuth login, then `GET /limits` (and the sync's object's `describe`): the
+        credentials work and the API version answers."""
+        self._authenticate()
+        try:
+            limits = self._call("GET", "/limits") or {}
+        except SalesforceApiError as exc:
+            raise SalesforceApiError(
+                f"{exc}. Fix: set api_version to one the org supports (e.g. 62.0), and give "
+                "the user the API Enabled permission"
+            ) from None
+        daily = limits.get("DailyApiRequests") or {}
+        said = f"Salesforce login accepted; API v{self.config.api_version} answers"
+        if "Remaining" in daily and "Max" in daily:
+            said += f" ({daily['Remaining']} of {daily['Max']} daily API requests left)"
+        if object_:
+            try:
+                self._call("GET", f"/sobjects/{object_}/describe")
+            except SalesforceApiError as exc:
+                raise SalesforceApiError(
+                    f"{exc}. Fix: set the sync's object to the sObject's API name (Contact, "
+                    "My_Object__c) and give the user access to it"
+                ) from None
+            said += f"; {object_} describable"
+        return said
 
     # -- delivery ---------------------------------------------------------------------------
     def _ids_by_external_id(self, object_: str, field: str, values: list[Any]) -> dict[str, str]:

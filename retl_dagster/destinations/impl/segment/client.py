@@ -24,7 +24,7 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
-from retl_dagster.destinations.http import HttpClient, error_text
+from retl_dagster.destinations.http import HttpClient, error_text, probe
 from retl_dagster.destinations.impl.segment.config import SegmentConfig
 from retl_dagster.destinations.impl.segment.exceptions import SegmentAuthError
 
@@ -107,6 +107,16 @@ class SegmentDestination(Destination[SegmentConfig]):
         else:
             call.update(type="identify", traits=fields)
         return call
+
+    def check(self, object_: str | None = None) -> str:
+        """Segment's Tracking API has no read endpoint, and any call it accepts is a real
+        message: only the endpoint's reachability is checked (a GET with no write key)."""
+        url = str(self.config.base_url).rstrip("/") + "/v1/batch"
+        response = probe(self.name, self.config, "GET", url)
+        return (
+            f"Segment endpoint {self.config.base_url} is reachable (HTTP {response.status_code}); "
+            "the write key cannot be checked without sending a call, so it is not"
+        )
 
     def deliver(self, batch: Batch) -> BatchResult:
         out = BatchResult()

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from retl_dagster.common.encoding import dumps
 from retl_dagster.destinations.base import Batch, BatchResult, Destination
-from retl_dagster.destinations.http import HttpClient, error_text
+from retl_dagster.destinations.http import HttpClient, error_text, probe
 from retl_dagster.destinations.impl.webhook.config import WebhookConfig
 
 
@@ -60,6 +60,17 @@ class WebhookDestination(Destination[WebhookConfig]):
             if key in keys:
                 rejected[key] = str(item.get("error") or "rejected by the webhook")
         return BatchResult(rejected=rejected)
+
+    def check(self, object_: str | None = None) -> str:
+        """An OPTIONS request (no body): any answer below 500 shows the URL is reachable. The
+        receiver's own checks (signature, auth headers) apply to POSTs only, which this never
+        sends."""
+        url = str(self.config.url)
+        response = probe(self.name, self.config, "OPTIONS", url, headers=self.config.headers)
+        return (
+            f"{url} is reachable (OPTIONS answered HTTP {response.status_code}); nothing was "
+            "posted, so the receiver's signature and auth checks were not exercised"
+        )
 
     def close(self) -> None:
         self.client.close()
