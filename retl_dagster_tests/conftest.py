@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,10 @@ WEBHOOK_SECRET = "test-secret-do-not-log"
 
 # A broken declaration fails loading in tests, as in CI (tests of isolation turn it off).
 os.environ.setdefault("RETL_STRICT", "1")
+# Destinations' shared request budgets live in a file of this test session, not in data/.
+os.environ.setdefault(
+    "RETL_RATE_LIMITS", os.path.join(tempfile.mkdtemp(prefix="retl-budgets-"), "budgets.sqlite")
+)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pydantic
 import tenacity
-from pyrate_limiter import Duration, Limiter, Rate
 
 from retl_dagster.destinations.base import DestinationConfig, DestinationError
+from retl_dagster.destinations.budget import rates_for, shared_limiter
 
 MAX_BODY_IN_ERRORS = 1000
 
@@ -101,16 +101,8 @@ class HttpClient:
             base_url=base_url, timeout=settings.timeout_s, headers=dict(headers or {})
         )
         rps = settings.requests_per_second or default_rps
-        # Whole requests per second as a token bucket; sub-1/s limits as 1 per N seconds.
-        self.limiter = (
-            Limiter(
-                Rate(max(1, int(rps)), Duration.SECOND)
-                if rps >= 1
-                else Rate(1, int(Duration.SECOND * (1 / rps)))
-            )
-            if rps
-            else None
-        )
+        # One budget for the destination, shared by every run and process using it.
+        self.limiter = shared_limiter(destination, rates_for(rps)) if rps else None
         self.attempts = 0
         """Requests sent, retries included."""
         self.throttled = 0

@@ -143,3 +143,29 @@ def test_an_unmapped_timestamp_is_the_runs_start(
     start = dt.datetime.strptime(out.summary["run_id"][:16], "%Y%m%dT%H%M%SZ")
     stamps = {c["timestamp"] for c in segment.of_type("identify")}
     assert stamps == {start.strftime("%Y-%m-%dT%H:%M:%S.000+00:00")}
+
+
+def test_batches_in_flight_at_once_deliver_every_call_once(
+    segment: FakeSegment, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    # concurrency 4: four batches of 25 in flight, sharing the destination's one budget.
+    users(warehouse_path, 300)
+    dest = DEST + "    concurrency: 4\n    batch_size: 25\n"
+    out = run_sync(defs_from_yaml(dest, sync("upsert", "identify")), "to_segment", instance)
+    assert out.status == "succeeded" and out.summary["succeeded"] == 300
+    identifies = [c for c in segment.calls.values() if c["type"] == "identify"]
+    assert sorted(c["userId"] for c in identifies) == sorted(f"u-{i}" for i in range(1, 301))
+    assert len(segment.received) == 12  # 300 / 25 requests, none resent
+
+
+def test_concurrency_is_taken_up_to_its_limit() -> None:
+    from retl_dagster.destinations import DestinationConfigError, build_destination
+
+    for type_, options in [
+        ("segment", {"write_key": "k"}),
+        ("braze", {"api_key": "k", "base_url": "http://127.0.0.1:9"}),
+        ("mixpanel", {"project_token": "t"}),
+    ]:
+        assert build_destination("d", type_, {**options, "concurrency": 8}).concurrency == 8
+        with pytest.raises(DestinationConfigError, match="concurrency"):
+            build_destination("d", type_, {**options, "concurrency": 9})

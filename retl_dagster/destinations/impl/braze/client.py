@@ -27,7 +27,11 @@ from retl_dagster.destinations.base import (
     SyncShape,
 )
 from retl_dagster.destinations.http import HttpClient, error_text, probe
-from retl_dagster.destinations.impl.braze.config import MAX_TRACK_OBJECTS, BrazeConfig
+from retl_dagster.destinations.impl.braze.config import (
+    MAX_CONCURRENCY,
+    MAX_TRACK_OBJECTS,
+    BrazeConfig,
+)
 from retl_dagster.destinations.impl.braze.exceptions import BrazeAuthError
 
 MAX_DELETE_IDS = 50
@@ -69,6 +73,7 @@ def quantity(value: Any) -> int:
 class BrazeDestination(Destination[BrazeConfig]):
     type: ClassVar[str] = "braze"
     config_class = BrazeConfig
+    max_concurrency = MAX_CONCURRENCY  # stateless per batch; httpx and the budget are thread-safe
     modes = frozenset({"upsert", "update", "mirror", "events"})
     max_batch_size = MAX_TRACK_OBJECTS
     requires_object = True

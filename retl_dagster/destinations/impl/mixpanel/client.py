@@ -29,7 +29,11 @@ from retl_dagster.destinations.base import (
 )
 from retl_dagster.destinations.bisect import send_isolating
 from retl_dagster.destinations.http import HttpClient, error_text, probe
-from retl_dagster.destinations.impl.mixpanel.config import MAX_PER_REQUEST, MixpanelConfig
+from retl_dagster.destinations.impl.mixpanel.config import (
+    MAX_CONCURRENCY,
+    MAX_PER_REQUEST,
+    MixpanelConfig,
+)
 from retl_dagster.destinations.impl.mixpanel.exceptions import (
     MixpanelAuthError,
     MixpanelEventsNeedServiceAccount,
@@ -58,6 +62,7 @@ def insert_id(sync: str, record: Record) -> str:
 class MixpanelDestination(Destination[MixpanelConfig]):
     type: ClassVar[str] = "mixpanel"
     config_class = MixpanelConfig
+    max_concurrency = MAX_CONCURRENCY  # stateless per batch; httpx and the budget are thread-safe
     modes = frozenset({"upsert", "mirror", "events"})
     max_batch_size = MAX_PER_REQUEST
     requires_object = True

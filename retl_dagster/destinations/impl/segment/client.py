@@ -25,7 +25,7 @@ from retl_dagster.destinations.base import (
     SyncShape,
 )
 from retl_dagster.destinations.http import HttpClient, error_text, probe
-from retl_dagster.destinations.impl.segment.config import SegmentConfig
+from retl_dagster.destinations.impl.segment.config import MAX_CONCURRENCY, SegmentConfig
 from retl_dagster.destinations.impl.segment.exceptions import SegmentAuthError
 
 # Segment documents 500 KB a batch request; its official Python SDK (segment-analytics-python,
@@ -50,6 +50,7 @@ def segment_time(moment: dt.datetime) -> str:
 class SegmentDestination(Destination[SegmentConfig]):
     type: ClassVar[str] = "segment"
     config_class = SegmentConfig
+    max_concurrency = MAX_CONCURRENCY  # stateless per batch; httpx and the budget are thread-safe
     modes = frozenset({"upsert", "events"})
     delete_behaviors = frozenset({"nothing"})
     max_batch_size = 2500
