@@ -26,10 +26,13 @@ STATUS_LOCK_WAIT_S = 5.0
 """How long `status` and `runs` wait for a warehouse another process holds."""
 
 # One warehouse-writing step at a time (DuckDB allows a single writer per file), and one queued
-# run per sync (job tag `retl/sync`) for runs launched from the UI, schedules and sensors.
+# run per sync (job tag `retl/sync`) for runs launched from the UI, schedules and sensors; the
+# queue is looked at every second, not every 5 (BENCHMARKS.md, "A run launched from the UI").
 INSTANCE_YAML = """\
 telemetry:
   enabled: false
+run_queue:
+  dequeue_interval_seconds: 1
 concurrency:
   pools:
     default_limit: 1

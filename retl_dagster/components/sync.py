@@ -330,12 +330,16 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
 
     assets += [diff_asset, load_asset]
     preview_jobs = _preview_jobs(config, dest_key)
+    # In process: the two steps run one after the other anyway, and a step process of its own
+    # would cost a Python start and a code location load each (BENCHMARKS.md: a UI-launched run
+    # 27 s -> 8 s); `retl sync` runs the job in process too.
     job = dg.define_asset_job(
         job_name(name),
         selection=dg.AssetSelection.assets(diff_key(name), load_key(name)),
         partitions_def=partitions,
         description=f"Run sync {name} ({description}): diff, then deliver. One partition a run.",
         tags={"retl/sync": name},
+        executor_def=dg.in_process_executor,
     )
     schedules, trigger_sensors = sync_triggers(config, job, partitions, model_key(config))
     sensors = alert_sensors(config, job, diff_key(name), load_key(name)) + trigger_sensors
@@ -419,18 +423,24 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
 
     @dg.job(
         name=f"reset_{name}",
+        executor_def=dg.in_process_executor,
         description=f"Resync full query: forget sync {name}'s "
         "state so its next run sends every row (config: confirm: true).",
     )
     def reset_job() -> None:
         reset_op()
 
-    @dg.job(name=f"plan_{name}", description=f"Dry run of sync {name}: nothing is sent.")
+    @dg.job(
+        name=f"plan_{name}",
+        description=f"Dry run of sync {name}: nothing is sent.",
+        executor_def=dg.in_process_executor,
+    )
     def plan_job() -> None:
         plan_op()
 
     @dg.job(
         name=f"test_row_{name}",
+        executor_def=dg.in_process_executor,
         description=f"Send one model row of sync {name} (config: row_id); state unchanged.",
     )
     def test_row_job() -> None:
