@@ -311,13 +311,13 @@ def reset(name: str, yes: bool) -> None:
 
 
 def _sync(name: str, as_json: bool, verbose: bool, replay_of: str | None = None) -> None:
+    _sync_config(name)  # a wrong name is answered before Dagster is imported
     import dagster as dg
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from retl_dagster.components import sync as sync_component
     from retl_dagster.runner import SyncAlreadyRunning, SyncDisabled, run_sync
 
-    _sync_config(name)
     defs = _load_defs()
     show_bar = sys.stderr.isatty() and not as_json
     bar = Progress(
