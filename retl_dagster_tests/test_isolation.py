@@ -5,6 +5,7 @@ run and schedule, and each broken one is a visible placeholder carrying its erro
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -62,6 +63,15 @@ FILES = {
           destination: leaky
           mappings: [{from: email, to: email}]
         """,
+    "teamproj/defs/syncs/badname/defs.yaml": """
+        type: retl_dagster.components.Sync
+        attributes:
+          name: Bad Name
+          model: {table: people}
+          primary_key: id
+          destination: out
+          mappings: [{from: email, to: email}]
+        """,
     "teamproj/defs/syncs/follower/defs.yaml": """
         type: retl_dagster.components.Sync
         attributes:
@@ -117,7 +127,8 @@ def test_broken_syncs_are_isolated_and_shown(
     defs = load_project(project / "teamproj")
     dg.Definitions.validate_loadable(defs)
     errors = invalid(defs)
-    assert set(errors) == {"typo", "leaks", "follower"}
+    assert set(errors) == {"typo", "leaks", "follower", "bad_name"}
+    assert "sync name 'Bad Name' is not lower-case" in errors["bad_name"]
     assert "field 'primery_key': unknown key 'primery_key'" in errors["typo"]
     assert "rename it to `primary_key`" in errors["typo"]
     assert "teamproj/defs/syncs/typo/defs.yaml" in errors["typo"]
@@ -145,6 +156,7 @@ def test_strict_loading_still_fails_on_a_broken_sync(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RETL_STRICT", "1")
+    shutil.rmtree(project / "teamproj/defs/syncs/badname")  # one broken sync at a time below
     with pytest.raises(Exception) as exc:
         load_project(project / "teamproj")
     assert "destination 'leaky', field 'secret': a secret is written" in messages(exc.value)
@@ -159,6 +171,7 @@ def test_strict_loading_still_fails_on_a_broken_sync(
 
 
 def test_dagster_definitions_validate_fails_on_a_broken_sync(project: Path) -> None:
+    shutil.rmtree(project / "teamproj/defs/syncs/badname")
     dests = project / "teamproj/defs/destinations/defs.yaml"
     dests.write_text(dests.read_text().replace("secret: hunter2", "secret: '{{ env.X }}'"))
     module = project / "team_defs.py"
@@ -200,6 +213,7 @@ def test_retl_status_and_validate_name_the_broken_syncs(
     assert out.exit_code == 0, out.output
     rows = {r["sync"]: r for r in json.loads(out.output)}
     assert {n: r["status"] for n, r in rows.items()} == {
+        "Bad Name": "Invalid",
         "follower": "Invalid",
         "healthy": "Pending",
         "leaks": "Invalid",

@@ -1,6 +1,7 @@
 """The Sync component: one sync's YAML -> model asset, run-partitioned diff and load assets, job."""
 # No `from __future__ import annotations`: Dagster inspects the real type of `context`.
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -512,6 +513,10 @@ class Sync(dg.Component, dg.Resolvable, SyncConfig):  # type: ignore[misc]
         source = _source(context)
         name = raw.get("name")
         name = name if isinstance(name, str) and name else context.path.name
+        # The placeholder names Dagster objects after it: keep it a valid name.
+        name = re.sub(r"[^a-z0-9_]", "_", name.lower()).strip("_") or "unnamed"
+        if not name[0].isalpha():
+            name = f"sync_{name}"
         try:
             model = pydantic.TypeAdapter(cls.model()).validate_python(raw)
             return super().load(model, context)
