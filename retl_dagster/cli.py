@@ -83,17 +83,24 @@ def ensure_dagster_home() -> Path:
 def short_message(exc: BaseException) -> str:
     """The message a person needs: ours, not the wrappers Dagster puts around it."""
     from retl_dagster.destinations.base import DestinationConfigError, DestinationError
-    from retl_dagster.engine.config import ConfigError
+    from retl_dagster.engine.config import ConfigError, SyncDeclarationError
     from retl_dagster.engine.warehouse import WarehouseError
 
-    ours = (ConfigError, DestinationConfigError, DestinationError, WarehouseError, CliError)
+    ours = (
+        ConfigError,
+        SyncDeclarationError,
+        DestinationConfigError,
+        DestinationError,
+        WarehouseError,
+        CliError,
+    )
     chain: list[BaseException] = []
     cause: BaseException | None = exc
     while cause is not None and cause not in chain:
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
     for e in chain:
-        if isinstance(e, ours) or type(e).__name__ == "SyncDeclarationError":
+        if isinstance(e, ours):
             return str(e)
     return str(chain[-1]) or type(chain[-1]).__name__
 
@@ -470,17 +477,18 @@ def check(name: str) -> None:
     click.echo(resource.redact(f"ok: destination '{dest}' ({type_}): {said}"))
 
 
-def _history(name: str, limit: int) -> list[dict[str, Any]]:
-    """The sync's runs, newest first, from `_retl.sync_runs` (none before a warehouse exists)."""
+def _histories(names: list[str], limit: int) -> dict[str, list[dict[str, Any]]]:
+    """Each sync's runs, newest first, from `_retl.sync_runs`, over one connection (none before
+    a warehouse exists)."""
     from retl_dagster.common.settings import is_url, warehouse_location
     from retl_dagster.engine.runs import run_history, summarize
     from retl_dagster.engine.warehouse import Warehouse
 
     location = warehouse_location()
     if not is_url(location) and not Path(location).exists():
-        return []
+        return {name: [] for name in names}
     with Warehouse(read_only=True, lock_wait_s=STATUS_LOCK_WAIT_S) as wh:
-        return [summarize(r) for r in run_history(wh, name, limit)]
+        return {name: [summarize(r) for r in run_history(wh, name, limit)] for name in names}
 
 
 def _finished_dagster_runs(run_ids: list[str]) -> dict[str, tuple[bool, float | None]]:
@@ -508,12 +516,11 @@ def status(as_json: bool) -> None:
     problems = decls.problems()
     rows = []
     busy = None
-    lasts: dict[str, dict[str, Any] | None] = {}
-    for name in sorted([*decls.syncs, *decls.invalid]):
-        try:
-            lasts[name] = None if busy else next(iter(_history(name, 1)), None)
-        except WarehouseBusy as exc:
-            busy, lasts[name] = str(exc), None
+    names = sorted([*decls.syncs, *decls.invalid])
+    try:
+        lasts = {n: next(iter(runs), None) for n, runs in _histories(names, 1).items()}
+    except WarehouseBusy as exc:
+        busy, lasts = str(exc), dict.fromkeys(names)
     in_flight = [
         str(last["dagster_run_id"])
         for last in lasts.values()
@@ -586,7 +593,7 @@ def _schedule_words(cfg: Any) -> str:
 def runs(name: str, as_json: bool, limit: int) -> None:
     """Run history of sync NAME: when, status, counts and duration, newest first."""
     _sync_config(name, runnable=False)
-    history = _history(name, limit)
+    history = _histories([name], limit)[name]
     dagster_runs = _finished_dagster_runs(
         [str(s["dagster_run_id"]) for s in history if s.get("dagster_run_id")]
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,3 +128,22 @@ def load_warnings(instance: dg.DagsterInstance, sync: str) -> dict[str, str]:
         return {}
     rows = [line.split(" | ") for line in str(table.value).splitlines()[2:]]
     return {r[0].lstrip("| ").strip(): r[2].rstrip(" |").strip() for r in rows}
+
+
+def dagster_validate(
+    module_source: str, module: Path, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Write a code location module and run the real `dagster definitions validate -f` on it, as
+    CI runs it on the project (RETL_STRICT unset: the CLI itself makes loading strict). `cwd`
+    (default: the module's folder) is on the module's import path."""
+    module.write_text(textwrap.dedent(module_source))
+    env = {k: v for k, v in os.environ.items() if k != "RETL_STRICT"}
+    dagster = str(Path(sys.executable).parent / "dagster")
+    return subprocess.run(
+        [dagster, "definitions", "validate", "-f", str(module)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or module.parent,
+        env=env,
+        timeout=240,
+    )

@@ -4,16 +4,13 @@ to three diffs, pass `dagster definitions validate`, and each runs and delivers 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import dagster as dg
 
 from retl_dagster.components.sync import diff_key, load_key
 from retl_dagster.runner import run_sync
-from retl_dagster_tests.harness import defs_from_yaml, sql
+from retl_dagster_tests.harness import dagster_validate, defs_from_yaml, sql
 
 DESTINATIONS = """
 destinations:
@@ -57,28 +54,14 @@ def test_three_syncs_share_one_model_asset(tmp_path: Path) -> None:
 
 def test_dagster_definitions_validate_accepts_the_fan_out(tmp_path: Path) -> None:
     # The real CLI, as CI runs it on the project, on a code location holding the three syncs.
-    module = tmp_path / "fanout_defs.py"
-    module.write_text(
-        textwrap.dedent(
-            f"""
-            from pathlib import Path
-            from retl_dagster_tests.test_fanout import make_defs
-            defs = make_defs(Path({str(tmp_path)!r}))
-            """
-        )
-    )
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "definitions",
-            "validate",
-            "-f",
-            str(module),
-        ],
-        capture_output=True,
-        text=True,
+    done = dagster_validate(
+        f"""
+        from pathlib import Path
+        from retl_dagster_tests.test_fanout import make_defs
+        defs = make_defs(Path({str(tmp_path)!r}))
+        """,
+        tmp_path / "fanout_defs.py",
         cwd=Path(__file__).parents[1],
-        timeout=240,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "conflicting" not in done.stderr

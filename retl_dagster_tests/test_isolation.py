@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from retl_dagster.components.sync import INVALID_METADATA_KEY, load_key
 from retl_dagster.definitions import load_project
 from retl_dagster.runner import run_sync
-from retl_dagster_tests.harness import sql
+from retl_dagster_tests.harness import dagster_validate, sql
 
 FILES = {
     "pyproject.toml": """
@@ -174,26 +173,13 @@ def test_dagster_definitions_validate_fails_on_a_broken_sync(project: Path) -> N
     shutil.rmtree(project / "teamproj/defs/syncs/badname")
     dests = project / "teamproj/defs/destinations/defs.yaml"
     dests.write_text(dests.read_text().replace("secret: hunter2", "secret: '{{ env.X }}'"))
-    module = project / "team_defs.py"
-    module.write_text(
-        "from pathlib import Path\n"
-        "from retl_dagster.definitions import load_project\n"
-        "defs = load_project(Path(__file__).parent / 'teamproj')\n"
-    )
-    env = {k: v for k, v in __import__("os").environ.items() if k != "RETL_STRICT"}
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "definitions",
-            "validate",
-            "-f",
-            str(module),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=project,
-        env=env,
-        timeout=240,
+    done = dagster_validate(
+        """
+        from pathlib import Path
+        from retl_dagster.definitions import load_project
+        defs = load_project(Path(__file__).parent / 'teamproj')
+        """,
+        project / "team_defs.py",
     )
     assert done.returncode != 0
     assert "unknown key 'primery_key'" in done.stdout + done.stderr

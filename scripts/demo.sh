@@ -25,7 +25,7 @@ retl sync demo_users_to_file
 echo "== three users change their plan in the warehouse"
 python - <<'PY'
 import duckdb
-from retl_dagster.engine.warehouse import warehouse_location
+from retl_dagster.common.settings import warehouse_location
 con = duckdb.connect(warehouse_location())
 con.execute("update main.users set plan = case plan when 'free' then 'pro' else 'free' end "
             "where user_id in (select user_id from main.users order by user_id limit 3)")

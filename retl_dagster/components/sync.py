@@ -15,7 +15,7 @@ from retl_dagster.components.destination_resources import DestinationResource, r
 from retl_dagster.components.triggers import job_name, sync_triggers
 from retl_dagster.destinations.http import format_exchange
 from retl_dagster.engine import stages
-from retl_dagster.engine.config import SyncConfig, explain
+from retl_dagster.engine.config import SyncConfig, SyncDeclarationError, explain
 from retl_dagster.engine.delivery import LoadResult, Progress
 from retl_dagster.engine.model_sql import sql_reads
 from retl_dagster.engine.state import SyncTables
@@ -535,14 +535,6 @@ class Sync(dg.Component, dg.Resolvable, SyncConfig):  # type: ignore[misc]
         if self._invalid is not None:
             return invalid_sync_defs(self.name, self._invalid, _source(context))
         return build_sync_defs(SyncConfig.model_validate(self.model_dump(by_alias=True)))
-
-
-class SyncDeclarationError(ValueError):
-    """A sync's YAML is wrong: each line names the sync, the field and the fix."""
-
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
-        super().__init__("\n".join(lines))
 
 
 def _source(context: dg.ComponentLoadContext) -> str:

@@ -29,6 +29,14 @@ class ConfigError(ValueError):
         super().__init__(f"sync '{sync}', field '{field}': {problem}. Fix: {fix}")
 
 
+class SyncDeclarationError(ValueError):
+    """A sync's YAML is wrong: each line (explain's) names the sync, the field and the fix."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
 class _Strict(pydantic.BaseModel):
     # Unknown keys are typos far more often than intent: refuse them.
     model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True)
