@@ -12,7 +12,7 @@ import dagster as dg
 import pydantic
 import pytest
 
-from retl_dagster.cli import _history, _summary_line
+from retl_dagster.cli import _histories, _summary_line
 from retl_dagster.common.encoding import run_time
 from retl_dagster.components.sync import load_key
 from retl_dagster.destinations import phones
@@ -202,7 +202,7 @@ def test_retl_runs_summary_line_shows_identified_rows(
     assert run_sync(defs_from_yaml(DEST, SYNC), "purchases_to_meta", instance).status == (
         "succeeded"
     )
-    [line] = [_summary_line(s) for s in _history("purchases_to_meta", 5)]
+    [line] = [_summary_line(s) for s in _histories(["purchases_to_meta"], 5)["purchases_to_meta"]]
     assert "18 identified, match rate not reported" in line
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from retl_dagster.cli import _history, _summary_line
+from retl_dagster.cli import _histories, _summary_line
 from retl_dagster.components.sync import load_key
 from retl_dagster.destinations import phones
 from retl_dagster.destinations.impl.google_ads import normalize
@@ -364,7 +364,7 @@ def test_retl_runs_summary_line_shows_the_lists_match_rate(
     assert run_sync(defs_from_yaml(DEST, AUDIENCE), "vip_audience", instance).status == (
         "succeeded"
     )
-    [line] = [_summary_line(s) for s in _history("vip_audience", 5)]
+    [line] = [_summary_line(s) for s in _histories(["vip_audience"], 5)["vip_audience"]]
     assert "4 identified, match rate 25.0%" in line
 
 
