@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 
 from retl_dagster.components import sync as sync_component
+from retl_dagster.components.pools import apply_pool_limits, limits_of
 from retl_dagster.components.references import sync_configs
 from retl_dagster.engine.runs import get_run, mark_incomplete, new_run_id, summarize
 from retl_dagster.engine.warehouse import Warehouse
@@ -120,6 +121,8 @@ def run_sync(
             f"sync {name} is disabled (enabled: false in its defs.yaml); enable it to run it"
         )
     settle_interrupted(instance, name)
+    # The pools' limits as the YAML declares them (a deployment's sensor does the same).
+    apply_pool_limits(instance, limits_of(dict(defs.resources or {})))
     run_id = run_id or new_run_id()
     tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     if replay_of:

@@ -168,6 +168,42 @@ def test_two_syncs_on_one_duckdb_file_at_once_both_succeed(
     assert set(ids) == model_ids(warehouse_path) and set(ids.values()) == {2}
 
 
+def test_syncs_to_different_destinations_deliver_side_by_side_on_one_duckdb_file(
+    receiver: WebhookReceiver,
+    home_instance: dg.DagsterInstance,
+    warehouse_path: Path,
+    tmp_path: Path,
+) -> None:
+    """DuckDB has one writer per file, yet a load holds it only to commit: two syncs to two
+    destinations are delivering at the same time (each in its own destination's pool)."""
+    make_customers(warehouse_path, 600)  # 12 batches of 50 per sync, one at a time, 0.15 s each
+    receiver.delay_s = 0.15
+    serial = WEBHOOK_DESTINATION + "    concurrency: 1\n"
+    destinations = serial + serial.split("destinations:")[1].replace("  hook:", "  hook_b:")
+    other = SYNC.replace("name: customers_hook", "name: customers_b").replace(
+        "destination: hook", "destination: hook_b"
+    )
+    procs = [
+        child(tmp_path, dict(os.environ), SYNC, "customers_hook", destinations),
+        child(tmp_path, dict(os.environ), other, "customers_b", destinations),
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        assert json.loads(out.splitlines()[-1])["succeeded"] == 600
+    windows = {}
+    for sync in ("customers_hook", "customers_b"):
+        times = [r.at for r in receiver.requests if r.body.get("sync") == sync]
+        assert len(times) == 12
+        windows[sync] = (min(times), max(times))
+    (a_start, a_end), (b_start, b_end) = windows.values()
+    assert a_start < b_end and b_start < a_end, f"deliveries did not overlap: {windows}"
+    assert Counter(r["id"] for r in receiver.delivered()) == Counter(
+        {i: 2 for i in model_ids(warehouse_path)}
+    )
+    assert home_instance.event_log_storage.get_concurrency_info("retl_dest_hook_b").slot_count == 4
+
+
 def test_reset_resends_everything_and_warns_where_unsafe(
     receiver: WebhookReceiver, instance: dg.DagsterInstance, warehouse_path: Path
 ) -> None:

@@ -35,6 +35,13 @@ def describe(loaded: dg.Definitions) -> dict[str, Any]:
             for k in sorted(graph.get_all_asset_keys())
             if k.path[0] == "retl"
         },
+        # Which steps may run side by side: warehouse writers share one pool on DuckDB; each
+        # load is in its destination's pool.
+        "pools": {
+            k.to_user_string(): sorted(graph.get(k).pools)
+            for k in sorted(graph.get_all_asset_keys())
+            if graph.get(k).is_materializable
+        },
     }
 
 

@@ -11,6 +11,7 @@ import pydantic
 
 from retl_dagster.common.settings import PROJECT_ROOT, strict_definitions
 from retl_dagster.components.env import EnvBackedResource, split_env_refs
+from retl_dagster.components.pools import declared_limits, pool_limit, pool_limits_sensor
 from retl_dagster.destinations import (
     Destination,
     DestinationConfigError,
@@ -95,6 +96,7 @@ def _resolve_one(context: dg.ResolutionContext, name: str, spec: Any) -> Destina
     type_ = check_destination(name, spec)
     rest = {k: v for k, v in spec.items() if k != "type"}
     options, env = split_env_refs(context, name, rest, secret_fields(type_))
+    pool_limit(name, type_, options)  # a bad limit is this declaration's error
     return DestinationDecl(name=name, type=type_, options=options, env=env)
 
 
@@ -110,8 +112,9 @@ class Destinations(dg.Component, dg.Resolvable, dg.Model):
     ]
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        valid = [d for d in self.destinations if d.error is None]
+        limits = declared_limits({d.name: (d.type, d.options) for d in valid})
         return dg.Definitions(
-            resources={
-                resource_key(d.name): _resource(d) for d in self.destinations if d.error is None
-            }
+            resources={resource_key(d.name): _resource(d) for d in valid},
+            sensors=[pool_limits_sensor(limits)],
         )

@@ -12,6 +12,7 @@ import pydantic
 from retl_dagster.common.settings import PROJECT_ROOT, STATE_SCHEMA, strict_definitions
 from retl_dagster.components.alerts import alert_sensors
 from retl_dagster.components.destination_resources import DestinationResource, resource_key
+from retl_dagster.components.pools import destination_pool, warehouse_pool
 from retl_dagster.components.triggers import job_name, sync_triggers
 from retl_dagster.destinations.http import format_exchange
 from retl_dagster.engine import stages
@@ -21,8 +22,6 @@ from retl_dagster.engine.model_sql import sql_reads
 from retl_dagster.engine.state import SyncTables
 from retl_dagster.engine.warehouse import Warehouse
 
-WAREHOUSE_POOL = "retl_warehouse"
-"""Dagster concurrency pool of every step that writes the warehouse (DuckDB: one writer)."""
 CONFIG_METADATA_KEY = "retl/config"
 REPLAY_TAG = "retl/replay_of"
 """Run tag: this run resends every record of the named earlier run."""
@@ -215,6 +214,7 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
         f"{config.model.kind} model -> {config.destination} ({config.mode})"
     )
     assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
+    wh_pool = warehouse_pool()
 
     if config.model.sql:
         sql = config.model.sql
@@ -225,7 +225,7 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
             group_name=group,
             kinds={"duckdb", "sql"},
             description=f"Inline model of sync {name}: a view `{STATE_SCHEMA}.{name}__model`.",
-            pool=WAREHOUSE_POOL,
+            pool=wh_pool,
         )
         def sql_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             with Warehouse() as wh:
@@ -258,7 +258,7 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
             )
         ],
         metadata={CONFIG_METADATA_KEY: dg.MetadataValue.json(config_json)},
-        pool=WAREHOUSE_POOL,
+        pool=wh_pool,
     )
     def diff_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         if not context.instance.has_dynamic_partition(
@@ -291,7 +291,7 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
         f"'{config.destination}'; state advances only for acknowledged records.",
         required_resource_keys={dest_key},
         metadata={CONFIG_METADATA_KEY: dg.MetadataValue.json(config_json)},
-        pool=WAREHOUSE_POOL,
+        pool=destination_pool(config.destination),
     )
     def load_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         resource: DestinationResource = getattr(context.resources, dest_key)
@@ -370,8 +370,9 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
     """`plan_<sync>`, `test_row_<sync>` and `reset_<sync>`: the CLI's plan, test-row and reset,
     launchable from the UI (results in the run's logs and the op's output metadata)."""
     name = sync.name
+    wh_pool = warehouse_pool()
 
-    @dg.op(name=f"plan_{name}_op", pool=WAREHOUSE_POOL)
+    @dg.op(name=f"plan_{name}_op", pool=wh_pool)
     def plan_op(context: dg.OpExecutionContext, config: PlanConfig) -> dg.Output[None]:
         with Warehouse() as wh:
             p = stages.plan(wh, sync, config.samples)
@@ -385,7 +386,7 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
             },
         )
 
-    @dg.op(name=f"test_row_{name}_op", required_resource_keys={dest_key}, pool=WAREHOUSE_POOL)
+    @dg.op(name=f"test_row_{name}_op", required_resource_keys={dest_key}, pool=wh_pool)
     def test_row_op(context: dg.OpExecutionContext, config: TestRowConfig) -> dg.Output[None]:
         resource: DestinationResource = getattr(context.resources, dest_key)
         with Warehouse() as wh, resource.client() as destination:
@@ -408,7 +409,7 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
             },
         )
 
-    @dg.op(name=f"reset_{name}_op", pool=WAREHOUSE_POOL)
+    @dg.op(name=f"reset_{name}_op", pool=wh_pool)
     def reset_op(context: dg.OpExecutionContext, config: ResetConfig) -> dg.Output[None]:
         for warning in sync.reset_warnings():
             context.log.warning(warning)

@@ -134,6 +134,9 @@ class DestinationConfig(pydantic.BaseModel):
     batch_size: int | None = None
     """Records per batch, within the destination's `max_batch_size` (None: that maximum). Every
     config declares its own, with the API's bounds and default."""
+    pool_limit: int | None = pydantic.Field(default=None, ge=1, le=64)
+    """Syncs delivering to this destination at once (its Dagster pool's limit); None: the
+    destination type's `pool_limit`."""
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -184,6 +187,11 @@ class Destination(ABC, Generic[ConfigT]):
     requires_object: ClassVar[bool] = False
     requires_match: ClassVar[frozenset[str]] = frozenset()
     """Modes in which the sync must declare `match`."""
+    pool_limit: ClassVar[int] = 4
+    """Syncs that may deliver to one destination at once (the limit of its Dagster pool,
+    `retl_dest_<name>`), unless its config sets `pool_limit`. They share the destination's one
+    request budget, so more of them split its rate rather than exceed it; 1 where two writers
+    would undo each other."""
     max_concurrency: ClassVar[int] = 1
     """Batches this client may have in flight at once: above 1 only where `deliver` is safe
     to call from several threads (an httpx client and a thread-safe rate limiter)."""

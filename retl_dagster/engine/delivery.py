@@ -35,6 +35,7 @@ READ_ROWS = 10_000
 COMMIT_EVERY_S = 0.25
 COMMIT_EVERY_RECORDS = 20_000
 """Acknowledged batches are committed together at most this far apart (see load)."""
+
 OPS = ("added", "changed", "removed")
 
 Progress = Callable[[int, int], None]
@@ -247,6 +248,10 @@ def load(
     COMMIT_EVERY_RECORDS records): one warehouse transaction per batch would cost more than
     the batch. A crash loses at most those uncommitted acknowledgements, which the next run
     resends (with the same batch ids, so a destination that honours them drops them).
+
+    On a single-writer warehouse (DuckDB) the run's rows are spooled out first and the
+    warehouse is held only to commit, so syncs to other destinations deliver side by side and
+    only their commits queue for the file's lock.
     """
     started = time.monotonic()
     t = ensure_state_schema(wh, config.name)
@@ -279,6 +284,10 @@ def load(
         if unsaved:
             _commit(wh, t, st, config.name, run_id, pa.concat_tables(unsaved))
             unsaved.clear()
+            if wh.single_writer:
+                # Let the other syncs' commits in until our next one (reopening DuckDB's file
+                # for a commit costs about 25 ms: BENCHMARKS.md, "Syncs side by side").
+                wh.close()
         unsaved_records = 0
         last_commit = time.monotonic()
 
@@ -349,7 +358,7 @@ def load(
             # Read and map many destination batches at a time (fewer warehouse round trips,
             # column-wise mapping), then hand them out one destination batch each.
             per_read = batch_size * max(1, READ_ROWS // batch_size)
-            for read in wh.stream(
+            for read in wh.detached_stream(
                 f"select _retl_op, _retl_key, _retl_hash, _retl_match, _retl_dest_id, {cols} "
                 f"from {t.diff} "
                 f"where _retl_run_id = ? {op_filter}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,6 +81,9 @@ class Warehouse:
     default_schema = "main"
     hash_type = "ubigint"
     """The type of a row hash (diff.row_hash_sql) as the state keeps it."""
+    single_writer = True
+    """One writing process at a time (DuckDB locks its file): a long stage must not keep the
+    connection open (`detached_stream`), and Dagster steps that write share one pool."""
 
     def __new__(
         cls,
@@ -226,6 +230,39 @@ class Warehouse:
             yield from reader
         finally:
             cur.close()
+
+    def detached_stream(
+        self, sql: str, params: Sequence[Any] | None = None, batch_size: int = 10_000
+    ) -> Iterator[pa.RecordBatch]:
+        """Like `stream`, but holding no connection while the caller works on the batches.
+
+        DuckDB: the result is spooled to an Arrow IPC file beside the warehouse and the
+        connection closed before the first batch is yielded, so other processes can open the
+        file while this one delivers; the next statement through `self` reconnects (waiting for
+        the lock like any open). A warehouse with many writers (`single_writer` False) or an
+        in-memory one streams directly.
+        """
+        if not self.single_writer or self.location == ":memory:":
+            yield from self.stream(sql, params, batch_size)
+            return
+        fd, name = tempfile.mkstemp(
+            prefix=".retl-spool-", suffix=".arrow", dir=Path(self.location).parent
+        )
+        os.close(fd)
+        try:
+            cur = self.con.cursor()
+            try:
+                reader = cur.sql(sql, params=list(params or [])).to_arrow_reader(batch_size)
+                with pa.OSFile(name, "wb") as sink, pa.ipc.new_stream(sink, reader.schema) as out:
+                    for batch in reader:
+                        out.write_batch(batch)
+            finally:
+                cur.close()
+            self.close()
+            with pa.memory_map(name) as source:
+                yield from pa.ipc.open_stream(source)
+        finally:
+            os.unlink(name)
 
     def register_arrow(self, name: str, table: pa.Table | pa.RecordBatch) -> None:
         self.con.register(name, table)

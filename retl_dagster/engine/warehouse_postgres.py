@@ -105,6 +105,7 @@ class PostgresWarehouse(Warehouse):
     dialect = "postgresql"
     default_schema = "public"
     hash_type = "varchar"  # md5 text (diff.row_hash_sql)
+    single_writer = False  # MVCC: runs write side by side; no pool serialises them
 
     def __init__(
         self,

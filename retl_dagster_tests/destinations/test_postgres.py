@@ -127,6 +127,46 @@ def test_a_value_the_table_refuses_rejects_only_that_record(
     assert pg(f"select count(*) from {table}") == [(48,)]
 
 
+def test_concurrent_batches_write_side_by_side_and_still_isolate_a_bad_record(
+    table: str, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    make_accounts(warehouse_path, 200)  # 10 batches of 20, 4 in flight
+    log = f"{table}_log"
+    pg(f"""create table {table} (account_id bigint primary key, name varchar(10)
+           check (name <> 'acct 13'), arr numeric, customer_since timestamptz, tags jsonb,
+           address jsonb)""")
+    # Each write statement notes its connection and when it ran, taking 0.1 s.
+    pg(f"create table {log} (pid int, t timestamptz, edge text)")
+    pg(f"""create function {table}_slow() returns trigger language plpgsql as $$
+           begin insert into {log} values (pg_backend_pid(), clock_timestamp(), 'start');
+           perform pg_sleep(0.1);
+           insert into {log} values (pg_backend_pid(), clock_timestamp(), 'end');
+           return null; end $$""")
+    pg(
+        f"create trigger slow after insert on {table} for each statement execute function "
+        f"{table}_slow()"
+    )
+    dest = DESTINATION.replace("batch_size: 40}", "batch_size: 20, concurrency: 4}")
+    try:
+        outcome = run_sync(
+            defs_from_yaml(dest, sync_yaml(table, mode="upsert")), "accounts_pg", instance
+        )
+        assert (outcome.summary["succeeded"], outcome.summary["rejected"]) == (199, 1)
+        assert pg(f"select count(*) from {table}") == [(199,)]
+        spans = pg(
+            f"select pid, min(t), max(t) from (select *, row_number() over (partition by pid, edge "
+            f"order by t) as n from {log}) s group by pid, n"
+        )
+        overlapping = [
+            (a, b) for a in spans for b in spans if a[0] != b[0] and a[1] < b[2] and b[1] < a[2]
+        ]
+        assert overlapping, f"no two batches were written at the same time: {spans}"
+    finally:
+        pg(f"drop table if exists {log}")
+        pg(f"drop table if exists {table}")
+        pg(f"drop function if exists {table}_slow()")
+
+
 def test_update_never_creates_and_insert_never_touches(
     table: str, instance: dg.DagsterInstance, warehouse_path: Path
 ) -> None:

@@ -24,6 +24,8 @@ class Received:
     headers: dict[str, str]
     body: dict[str, Any]
     status: int
+    at: float = field(default_factory=time.monotonic)
+    """When it was answered (time.monotonic)."""
 
 
 @dataclass

@@ -9,6 +9,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from retl_dagster.common.settings import DBT_EXECUTABLE, DBT_PROJECT_DIR, warehouse_location
+from retl_dagster.components.pools import warehouse_pool
 from retl_dagster.engine.model_sql import dbt_target
 
 # definitions.py makes sure the manifest exists (and re-parses under `dagster dev`) with the
@@ -26,7 +27,7 @@ class _Translator(DagsterDbtTranslator):
     manifest=dbt_project.manifest_path,
     project=dbt_project,
     dagster_dbt_translator=_Translator(),
-    pool="retl_warehouse",
+    pool=warehouse_pool(),
 )
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """`dbt build` of the selected models into the warehouse RETL_WAREHOUSE names: target `dev`

@@ -18,6 +18,7 @@ class FileDestination(Destination[FileConfig]):
     config_class = FileConfig
     modes = frozenset({"insert", "update", "upsert", "mirror", "events"})
     max_batch_size = 100_000
+    pool_limit = 1  # one file, rewritten whole: a second writer would race the first
 
     def __init__(self, name: str, config: FileConfig) -> None:
         super().__init__(name, config)

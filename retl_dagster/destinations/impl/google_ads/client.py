@@ -104,6 +104,9 @@ class GoogleAdsDestination(Destination[GoogleAdsConfig]):
     modes = frozenset({"events", "upsert", "mirror"})
     delete_behaviors = frozenset({"nothing", "delete"})
     max_batch_size = MAX_RECORDS
+    # Google Ads refuses a job on a Customer Match list while another modifies it
+    # (CONCURRENT_MODIFICATION), so one sync at a time unless `pool_limit` says otherwise.
+    pool_limit = 1
     requires_object = True
     reports_match = True
     event_time_field = "conversion_date_time"

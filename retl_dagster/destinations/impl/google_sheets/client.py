@@ -245,6 +245,9 @@ class GoogleSheetsDestination(Destination[GoogleSheetsConfig]):
     config_class = GoogleSheetsConfig
     modes = frozenset({"insert", "update", "upsert", "mirror"})
     max_batch_size = MAX_BATCH_SIZE
+    # Rows are addressed by position in a tab: two syncs writing one tab would overwrite each
+    # other's rows, so one at a time unless the destination sets `pool_limit`.
+    pool_limit = 1
     requires_object = True
     bisect_budget = BISECT_BUDGET
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from retl_dagster.common.encoding import to_json_value
 from retl_dagster.destinations.base import Batch, BatchResult, Destination, Record
-from retl_dagster.destinations.impl.postgres.config import PostgresConfig
+from retl_dagster.destinations.impl.postgres.config import MAX_CONCURRENCY, PostgresConfig
 from retl_dagster.destinations.impl.postgres.exceptions import (
     PostgresConnectError,
     PostgresSchemaError,
@@ -64,6 +64,9 @@ class PostgresDestination(Destination[PostgresConfig]):
     native_values = True
     requires_object = True
     requires_match = frozenset({"insert", "update", "upsert", "mirror"})
+    # SQLAlchemy's Engine and its connection pool are thread-safe; `deliver` only reads what
+    # `prepare` set, and each batch is its own transaction.
+    max_concurrency = MAX_CONCURRENCY
 
     def __init__(self, name: str, config: PostgresConfig) -> None:
         super().__init__(name, config)
@@ -71,6 +74,7 @@ class PostgresDestination(Destination[PostgresConfig]):
         self.engine = sa.create_engine(
             config.url.get_secret_value(),
             pool_pre_ping=True,
+            pool_size=max(5, self.concurrency),
             json_serializer=lambda v: json.dumps(to_json_value(v), allow_nan=False),
         )
         self.table: sa.Table | None = None

@@ -2,14 +2,20 @@ from __future__ import annotations
 
 import pydantic
 
-from retl_dagster.destinations.base import DestinationConfig
+from retl_dagster.destinations.base import ConcurrencyConfig
+
+MAX_CONCURRENCY = 8
+"""Batches in flight at once, each in its own transaction on its own pooled connection."""
 
 
-class PostgresConfig(DestinationConfig):
+class PostgresConfig(ConcurrencyConfig):
     """A PostgreSQL database reached through SQLAlchemy + psycopg."""
 
     url: pydantic.SecretStr
     """`postgresql+psycopg://user:password@host:5432/db` (holds a password: from the env)."""
     batch_size: int = pydantic.Field(default=1000, ge=1, le=50_000)
+    concurrency: int = pydantic.Field(default=1, ge=1, le=MAX_CONCURRENCY)
+    """Batches written at once, each in its own transaction (a run's batches hold disjoint
+    keys, so they do not wait on each other's row locks)."""
     create_table: bool = True
     """Create the sync's `object` table (types from the model) when it does not exist."""
