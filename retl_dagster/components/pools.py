@@ -18,6 +18,7 @@ import json
 
 import dagster as dg
 import pydantic
+import sqlalchemy.exc
 
 from retl_dagster.common.settings import is_url, warehouse_location
 from retl_dagster.destinations.base import DestinationConfig, DestinationConfigError
@@ -88,7 +89,12 @@ def apply_pool_limits(instance: dg.DagsterInstance, limits: dict[str, int]) -> d
     current = storage.get_concurrency_infos(list(limits))
     changed = {key: n for key, n in limits.items() if current[key].slot_count != n}
     for key, limit in changed.items():
-        storage.set_concurrency_slots(key, limit)
+        try:
+            storage.set_concurrency_slots(key, limit)
+        except sqlalchemy.exc.IntegrityError:
+            # Another run's process created the pool at the same moment: it exists now, so
+            # setting it again updates it.
+            storage.set_concurrency_slots(key, limit)
     return changed
 
 

@@ -24,11 +24,22 @@ from retl_dagster.common.settings import data_dir
 RATE_LIMITS_ENV = "RETL_RATE_LIMITS"
 
 
-def rates_for(rps: float) -> list[Rate]:
-    """Whole requests per second as a token bucket; sub-1/s limits as 1 per N seconds."""
-    if rps >= 1:
-        return [Rate(max(1, int(rps)), Duration.SECOND)]
-    return [Rate(1, int(Duration.SECOND * (1 / rps)))]
+def rates_for(
+    rps: float | None, window: Rate | None = None, per_day: int | None = None
+) -> list[Rate]:
+    """One budget's rates, shortest window first: `rps` (whole requests per second; below 1/s
+    as 1 per N seconds) or else the API's documented `window` (e.g. HubSpot's 100 per 10 s),
+    and a daily quota."""
+    rates = []
+    if rps is not None and rps >= 1:
+        rates.append(Rate(max(1, int(rps)), Duration.SECOND))
+    elif rps is not None:
+        rates.append(Rate(1, int(Duration.SECOND * (1 / rps))))
+    elif window is not None:
+        rates.append(window)
+    if per_day:
+        rates.append(Rate(per_day, Duration.DAY))
+    return rates
 
 
 def budget_location() -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pydantic
 import tenacity
+from pyrate_limiter import Rate
 
 from retl_dagster.destinations.base import DestinationConfig, DestinationError
 from retl_dagster.destinations.budget import rates_for, shared_limiter
@@ -32,6 +33,10 @@ class HttpSettings(DestinationConfig):
     backoff_max_s: float = pydantic.Field(default=60.0, ge=0)
     requests_per_second: float | None = pydantic.Field(default=None, gt=0)
     """Proactive client-side limit; defaults to the API's documented limit."""
+    requests_per_day: int | None = pydantic.Field(default=None, gt=0)
+    """The account's daily request quota (e.g. HubSpot: 250,000 on Professional), counted
+    with every other run's; when it is spent the run stops (acknowledged records are kept) and
+    says so, rather than waiting for tomorrow."""
 
 
 class TransientHttpError(Exception):
@@ -40,6 +45,15 @@ class TransientHttpError(Exception):
     def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after_s = retry_after_s
+
+
+MAX_BUDGET_WAIT_S = 300.0
+"""Longest wait for the budget: a per-second or per-window rate frees a slot within seconds; a
+wait this long means the daily quota is spent."""
+
+
+class BudgetSpent(DestinationError):
+    """The destination's shared budget has no request left for a long while (a daily quota)."""
 
 
 class GaveUp(DestinationError):
@@ -90,6 +104,7 @@ class HttpClient:
         base_url: str = "",
         headers: Mapping[str, str] | None = None,
         default_rps: float | None = None,
+        api_window: Rate | None = None,
         wait_hint: Callable[[httpx.Response], float | None] = retry_after_header,
         is_transient: Callable[[httpx.Response], bool] | None = None,
     ) -> None:
@@ -100,9 +115,10 @@ class HttpClient:
         self.http = httpx.Client(
             base_url=base_url, timeout=settings.timeout_s, headers=dict(headers or {})
         )
-        rps = settings.requests_per_second or default_rps
+        rps = settings.requests_per_second or (None if api_window else default_rps)
+        rates = rates_for(rps, api_window, settings.requests_per_day)
         # One budget for the destination, shared by every run and process using it.
-        self.limiter = shared_limiter(destination, rates_for(rps)) if rps else None
+        self.limiter = shared_limiter(destination, rates) if rates else None
         self.attempts = 0
         """Requests sent, retries included."""
         self.throttled = 0
@@ -128,8 +144,16 @@ class HttpClient:
             ) from exc
 
     def _once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        if self.limiter is not None:
-            self.limiter.try_acquire(self.destination)
+        if self.limiter is not None and not self.limiter.try_acquire(
+            self.destination, timeout=MAX_BUDGET_WAIT_S
+        ):
+            raise BudgetSpent(
+                f"destination '{self.destination}': no request allowed within "
+                f"{MAX_BUDGET_WAIT_S:.0f} s: its daily quota (requests_per_day: "
+                f"{self.settings.requests_per_day}) is spent by this and other runs. What was "
+                "acknowledged is kept; the next run after the quota refills sends the rest. Fix: "
+                "wait, or raise requests_per_day if the API's quota is higher"
+            )
         self.attempts += 1
         try:
             response = self.http.request(method, url, **kwargs)

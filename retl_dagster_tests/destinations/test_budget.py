@@ -70,3 +70,50 @@ def test_without_a_shared_budget_each_run_takes_the_whole_limit(
     two_runs(url, tmp_path, "memory")
     assert len(seen) == 16
     assert busiest_second(seen) > 4  # what the shared budget prevents
+
+
+QUOTA_SENDER = """
+import sys
+from retl_dagster.destinations import http
+from retl_dagster.destinations.http import BudgetSpent, HttpClient, HttpSettings
+http.MAX_BUDGET_WAIT_S = 0.5
+client = HttpClient("crm", HttpSettings(requests_per_day=5), base_url=sys.argv[1])
+sent = 0
+try:
+    for _ in range(int(sys.argv[2])):
+        client.request("GET", "/ping")
+        sent += 1
+except BudgetSpent as exc:
+    print(sent, exc, sep="\\n")
+    sys.exit(3)
+print(sent)
+"""
+
+
+def test_a_daily_quota_is_shared_and_a_spent_one_stops_the_run_saying_so(
+    arrivals: tuple[str, list[float]], tmp_path: Path
+) -> None:
+    url, seen = arrivals
+    env = {
+        **__import__("os").environ,
+        "RETL_RATE_LIMITS": str(tmp_path / "budget.sqlite"),
+        "RETL_DATA_DIR": str(tmp_path),
+    }
+
+    def run(n: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", QUOTA_SENDER, url, str(n)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    first = run(3)
+    assert first.returncode == 0 and first.stdout.strip() == "3"
+    second = run(3)  # another run, later: 2 of the day's 5 are left
+    assert second.returncode == 3, second.stderr
+    sent, message = second.stdout.split("\n", 1)
+    assert sent == "2" and len(seen) == 5
+    assert "destination 'crm'" in message and "daily quota (requests_per_day: 5)" in message
+    assert "Fix:" in message

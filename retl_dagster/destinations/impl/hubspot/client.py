@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
+from pyrate_limiter import Duration, Rate
 
 from retl_dagster.common.encoding import parse_event_time
 from retl_dagster.destinations.base import (
@@ -24,8 +25,9 @@ from retl_dagster.destinations.http import HttpClient, error_text
 from retl_dagster.destinations.impl.hubspot.config import HubSpotConfig
 from retl_dagster.destinations.impl.hubspot.exceptions import HubSpotAuthError, HubSpotCheckError
 
-# Private apps: 100 requests per 10 s (HubSpot's documented default burst limit).
-DEFAULT_RPS = 10.0
+# Private apps: 100 requests per 10 s (HubSpot's documented default burst limit), as a window:
+# a burst of 100 is allowed, which 10 a second would not.
+API_WINDOW = Rate(100, 10 * Duration.SECOND)
 _EXISTING_ID = re.compile(r"Existing ID: (\d+)")
 # Warehouse types whose values are objects or arrays (built objects and arrays are JSON).
 _NESTED_TYPE = re.compile(r"^(STRUCT|MAP|UNION|LIST|JSON)\b|\[\d*\]$|^ARRAY\b", re.IGNORECASE)
@@ -114,7 +116,7 @@ class HubSpotDestination(Destination[HubSpotConfig]):
             config,
             base_url=str(config.base_url).rstrip("/"),
             headers={"Authorization": f"Bearer {config.token.get_secret_value()}"},
-            default_rps=DEFAULT_RPS,
+            api_window=API_WINDOW,
         )
         self.temporal: dict[str, str] = {}
         """Field -> `date` / `datetime`, from the warehouse types `prepare` is given."""
