@@ -4,11 +4,15 @@ It reads each request's JSON body, counts its records and answers `{"rejected": 
 webhook wire format), so every client benchmarked pays the same receiver. Not a test fake:
 it checks nothing, it only has to be faster than the clients.
 
-    python benchmarks/receiver.py PORT
+    python benchmarks/receiver.py PORT [DELAY_MS]
+
+DELAY_MS makes a slow receiver: each request is answered that long after it arrived (awaited,
+so requests in flight overlap, as at a real API).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from typing import Any
@@ -16,6 +20,7 @@ from typing import Any
 import uvicorn
 
 COUNT = {"records": 0, "requests": 0}
+DELAY_S = float(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0.0
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -35,6 +40,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         COUNT["records"] += len(records) if isinstance(records, list) else 1
         COUNT["requests"] += 1
         answer = b'{"rejected": []}'
+        if DELAY_S:
+            await asyncio.sleep(DELAY_S)
     await send(
         {
             "type": "http.response.start",
