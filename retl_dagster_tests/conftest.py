@@ -10,7 +10,12 @@ import pytest
 
 from retl_dagster.definitions import ensure_dbt_manifest
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
-from retl_dagster_tests.harness import PG_URL, fresh_pg_database
+from retl_dagster_tests.harness import (
+    PG_URL,
+    SNOWFLAKE_URL,
+    fresh_pg_database,
+    fresh_snowflake_database,
+)
 
 WEBHOOK_SECRET = "test-secret-do-not-log"
 
@@ -40,11 +45,21 @@ def warehouse_path(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Path | str]:
     """The test's warehouse, set as `RETL_WAREHOUSE`: a fresh DuckDB file, or (parametrised
-    with `harness.BOTH_WAREHOUSES`) a fresh PostgreSQL database's URL."""
+    with `harness.BOTH_WAREHOUSES` / `ALL_WAREHOUSES`) a fresh PostgreSQL or Snowflake
+    database's URL."""
     if getattr(request, "param", "duckdb") == "duckdb":
         path = tmp_path / "warehouse.duckdb"
         monkeypatch.setenv("RETL_WAREHOUSE", str(path))
         yield path
+        return
+    if request.param == "snowflake":
+        if not SNOWFLAKE_URL:
+            pytest.skip(
+                "no Snowflake: export RETL_TEST_SNOWFLAKE_URL=$(bash .ci/start_fakesnow.sh)"
+            )
+        with fresh_snowflake_database() as url:
+            monkeypatch.setenv("RETL_WAREHOUSE", url)
+            yield url
         return
     if not PG_URL:
         pytest.skip("no PostgreSQL: run .ci/start_postgres.sh and export RETL_TEST_PG_URL")

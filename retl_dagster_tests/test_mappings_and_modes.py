@@ -1,5 +1,5 @@
 """Mapping kinds and sync modes, end to end on nested data (DuckDB STRUCT/LIST/JSON columns,
-PostgreSQL jsonb), delivered over loopback."""
+PostgreSQL jsonb, Snowflake OBJECT/ARRAY/VARIANT), delivered over loopback."""
 
 from __future__ import annotations
 
@@ -10,12 +10,35 @@ import pytest
 
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
-from retl_dagster_tests.harness import BOTH_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml, sql
+from retl_dagster_tests.harness import (
+    ALL_WAREHOUSES,
+    WEBHOOK_DESTINATION,
+    defs_from_yaml,
+    is_snowflake,
+    sql,
+)
 
-WAREHOUSES = BOTH_WAREHOUSES
+WAREHOUSES = ALL_WAREHOUSES
 
 
 def orders(path: Path | str) -> None:
+    if is_snowflake(path):  # OBJECT, ARRAY and VARIANT (Snowflake's VALUES takes no functions)
+        sql(
+            path,
+            """create or replace table orders (id number, email varchar, city varchar,
+                address object, items array, extra variant, coupon varchar);
+            insert into orders
+            select 1, 'a@example.com', 'Lyon',
+                parse_json('{"street": "1 rue A", "geo": {"lat": 45.7, "lon": 4.8}}')::object,
+                parse_json('[{"sku": "TEE", "qty": 2, "price": 19.00}, {"sku": "MUG", "qty": 1}]')
+                    ::array,
+                parse_json('{"tier": "gold", "flags": {"vip": true}}'), null
+            union all
+            select 2, 'b@example.com', null,
+                parse_json('{"street": "2 rue B", "geo": {"lat": 48.8, "lon": 2.3}}')::object,
+                parse_json('[]')::array, parse_json('{"tier": "silver"}'), 'promo'""",
+        )
+        return
     if isinstance(path, str):  # PostgreSQL: nested values are jsonb
         sql(
             path,

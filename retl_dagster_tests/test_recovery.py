@@ -18,10 +18,10 @@ from retl_dagster.cli import ensure_dagster_home
 from retl_dagster.components.sync import job_name
 from retl_dagster.runner import SyncAlreadyRunning, run_sync
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
-from retl_dagster_tests.harness import BOTH_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml
+from retl_dagster_tests.harness import ALL_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml
 from retl_dagster_tests.test_sync_e2e import SYNC, make_customers, sql
 
-WAREHOUSES = BOTH_WAREHOUSES
+WAREHOUSES = ALL_WAREHOUSES
 
 ROOT = Path(__file__).resolve().parents[1]
 

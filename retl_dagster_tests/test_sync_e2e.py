@@ -12,9 +12,9 @@ from retl_dagster.components.sync import diff_key, load_key
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.conftest import WEBHOOK_SECRET
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
-from retl_dagster_tests.harness import BOTH_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml, sql
+from retl_dagster_tests.harness import ALL_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml, sql
 
-WAREHOUSES = BOTH_WAREHOUSES
+WAREHOUSES = ALL_WAREHOUSES
 
 SYNC = """
 name: customers_hook
@@ -45,8 +45,8 @@ def state_rows(path: Path | str) -> int:
     """Records in the sync's state; 0 before its first diff made the table."""
     [(exists,)] = sql(
         path,
-        "select count(*) from information_schema.tables "
-        "where table_schema = '_retl' and table_name = 'customers_hook__state'",
+        "select count(*) from information_schema.tables where lower(table_schema) = '_retl' "
+        "and lower(table_name) = 'customers_hook__state'",  # Snowflake's are upper case
     )
     if not exists:
         return 0

@@ -1,5 +1,6 @@
 -- One row per order; line_items lists the order's lines (sku, quantity, unit_price) in line
--- order: a LIST of STRUCTs on DuckDB, a jsonb array of objects on PostgreSQL.
+-- order: a LIST of STRUCTs on DuckDB, a jsonb array of objects on PostgreSQL, an ARRAY of
+-- OBJECTs on Snowflake.
 with items as (
     select
         order_id,
@@ -8,6 +9,10 @@ with items as (
             jsonb_build_object('sku', sku, 'quantity', quantity, 'unit_price', unit_price)
             order by line_no
         ) as line_items,
+        {%- elif target.type == 'snowflake' -%}
+        array_agg(
+            object_construct('sku', sku, 'quantity', quantity, 'unit_price', unit_price)
+        ) within group (order by line_no) as line_items,
         {%- else -%}
         list(
             struct_pack(sku := sku, quantity := quantity, unit_price := unit_price)

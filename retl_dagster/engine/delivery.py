@@ -55,6 +55,8 @@ class LoadResult:
     """Acknowledged records the destination sent without some field, saying why."""
     warning_samples: list[dict[str, Any]] = field(default_factory=list)
     duration_s: float = 0.0
+    field_types: dict[str, str] = field(default_factory=dict)
+    """Each destination field sent -> the warehouse type of its values."""
     identified: int | None = None
     """Audience and conversion destinations: records sent that carried a usable identifier."""
     matched: int | None = None
@@ -84,6 +86,49 @@ _RESULT_SCHEMA = pa.schema(
 )
 
 
+STATE_COLUMNS = (
+    "_retl_key",
+    "_retl_hash",
+    "_retl_match",
+    "_retl_dest_id",
+    "first_synced_at",
+    "last_synced_at",
+    "last_run_id",
+)
+PENDING_COLUMNS = (
+    "_retl_key",
+    "op",
+    "_retl_hash",
+    "expired",
+    "error",
+    "first_failed_at",
+    "last_failed_at",
+    "attempts",
+    "last_run_id",
+)
+
+
+def _remember(
+    wh: Warehouse,
+    t: SyncTables,
+    select_sql: str,
+    params: list[Any],
+    updates: Callable[[str, str], dict[str, str]],
+) -> None:
+    """Upsert the selected rows (named as STATE_COLUMNS) into the sync's state."""
+    wh.upsert(t.state, "_retl_key", STATE_COLUMNS, select_sql, params, updates)
+
+
+def _state_rows(st: StateTypes, source: str, where: str) -> str:
+    """SELECT of `source`'s rows matching `where` as state rows (STATE_COLUMNS), synced now by
+    the run given as the first parameter."""
+    return f"""select cast(_retl_key as {st.key}) as _retl_key,
+        cast(_retl_hash as {st.hash}) as _retl_hash, _retl_match, _retl_dest_id,
+        current_timestamp as first_synced_at, current_timestamp as last_synced_at,
+        cast(? as varchar) as last_run_id
+    from {source} where {where}"""
+
+
 def _commit(
     wh: Warehouse, t: SyncTables, st: StateTypes, sync: str, run_id: str, rows: pa.Table
 ) -> None:
@@ -92,16 +137,18 @@ def _commit(
     wh.register_arrow(view, rows)
     try:
         with wh.transaction():
-            wh.execute(
-                f"""insert into {t.state}
-                select cast(_retl_key as {st.key}), cast(_retl_hash as {st.hash}), _retl_match,
-                    _retl_dest_id, now(), now(), ?
-                from {view} where status = 'succeeded' and op in ('added', 'changed')
-                on conflict (_retl_key) do update set _retl_hash = excluded._retl_hash,
-                    _retl_match = excluded._retl_match,
-                    _retl_dest_id = coalesce(excluded._retl_dest_id, {t.state}._retl_dest_id),
-                    last_synced_at = excluded.last_synced_at, last_run_id = excluded.last_run_id""",
+            _remember(
+                wh,
+                t,
+                _state_rows(st, view, "status = 'succeeded' and op in ('added', 'changed')"),
                 [run_id],
+                lambda old, new: {
+                    "_retl_hash": f"{new}._retl_hash",
+                    "_retl_match": f"{new}._retl_match",
+                    "_retl_dest_id": f"coalesce({new}._retl_dest_id, {old}._retl_dest_id)",
+                    "last_synced_at": f"{new}.last_synced_at",
+                    "last_run_id": f"{new}.last_run_id",
+                },
             )
             wh.execute(
                 f"delete from {t.state} where _retl_key in (select cast(_retl_key as {st.key}) "
@@ -111,24 +158,31 @@ def _commit(
                 f"delete from {t.pending} where _retl_key in "
                 f"(select _retl_key from {view} where status <> 'rejected')"
             )
-            wh.execute(
-                f"""insert into {t.pending} (_retl_key, op, _retl_hash, expired, error,
-                    first_failed_at, last_failed_at, attempts, last_run_id)
-                select _retl_key, op, _retl_hash, false, error, now(), now(), 1, ? from {view}
-                where status = 'rejected'
-                on conflict (_retl_key) do update set op = excluded.op, error = excluded.error,
-                    last_failed_at = excluded.last_failed_at,
-                    attempts = {t.pending}.attempts + 1, last_run_id = excluded.last_run_id,
-                    -- a row that changed since it was rejected gets a fresh retry window
-                    first_failed_at = case when {t.pending}._retl_hash is distinct from
-                        excluded._retl_hash then excluded.first_failed_at
-                        else {t.pending}.first_failed_at end,
-                    expired = false, _retl_hash = excluded._retl_hash""",
+            wh.upsert(
+                t.pending,
+                "_retl_key",
+                PENDING_COLUMNS,
+                f"""select _retl_key, op, _retl_hash, false as expired, error,
+                    current_timestamp as first_failed_at, current_timestamp as last_failed_at,
+                    1 as attempts, cast(? as varchar) as last_run_id
+                from {view} where status = 'rejected'""",
                 [run_id],
+                lambda old, new: {
+                    "op": f"{new}.op",
+                    "error": f"{new}.error",
+                    "last_failed_at": f"{new}.last_failed_at",
+                    "attempts": f"{old}.attempts + 1",
+                    "last_run_id": f"{new}.last_run_id",
+                    # a row that changed since it was rejected gets a fresh retry window
+                    "first_failed_at": f"case when {old}._retl_hash is distinct from "
+                    f"{new}._retl_hash then {new}.first_failed_at else {old}.first_failed_at end",
+                    "expired": "false",
+                    "_retl_hash": f"{new}._retl_hash",
+                },
             )
             wh.execute(
-                f"insert into {RECORD_RESULTS} select ?, ?, _retl_key, op, status, error, now() "
-                f"from {view}",
+                f"insert into {RECORD_RESULTS} select ?, ?, _retl_key, op, status, error, "
+                f"current_timestamp from {view}",
                 [run_id, sync],
             )
     finally:
@@ -137,15 +191,18 @@ def _commit(
 
 def prepare_destination(
     destination: AnyDestination, config: SyncConfig, columns: list[tuple[str, str]]
-) -> None:
-    """Tell the destination the warehouse type of every field it will receive."""
+) -> dict[str, str]:
+    """Tell the destination the warehouse type of every field it will receive; returns them
+    (field -> warehouse type, the match field's included)."""
     types = {c.lower(): ty for c, ty in columns}
+    fields = {m.to: m.kind.warehouse_type(types) for m in config.mappings}
+    match_type = types[config.match.column.lower()] if config.match else None
     destination.prepare(
-        config.object,
-        config.match.field if config.match else None,
-        {m.to: m.kind.warehouse_type(types) for m in config.mappings},
-        types[config.match.column.lower()] if config.match else None,
+        config.object, config.match.field if config.match else None, fields, match_type
     )
+    if config.match and match_type is not None:
+        fields.setdefault(config.match.field, match_type)
+    return fields
 
 
 def mapper_for(config: SyncConfig, destination: AnyDestination | None) -> Mapper:
@@ -174,19 +231,20 @@ def _skip(wh: Warehouse, t: SyncTables, st: StateTypes, sync: str, run_id: str, 
         if op == "removed":
             wh.execute(f"delete from {t.state} where _retl_key in ({state_keys})", [run_id])
         else:
-            wh.execute(
-                f"""insert into {t.state}
-                select cast(_retl_key as {st.key}), cast(_retl_hash as {st.hash}), _retl_match,
-                    _retl_dest_id, now(), now(), ?
-                from {t.diff} where _retl_run_id = ? and _retl_op = '{op}'
-                on conflict (_retl_key) do update set _retl_hash = excluded._retl_hash,
-                    last_run_id = excluded.last_run_id""",
+            _remember(
+                wh,
+                t,
+                _state_rows(st, t.diff, f"_retl_run_id = ? and _retl_op = '{op}'"),
                 [run_id, run_id],
+                lambda old, new: {
+                    "_retl_hash": f"{new}._retl_hash",
+                    "last_run_id": f"{new}.last_run_id",
+                },
             )
         wh.execute(f"delete from {t.pending} where _retl_key in ({rows})", [run_id])
         wh.execute(
             f"insert into {RECORD_RESULTS} select ?, ?, _retl_key, _retl_op, 'skipped', "
-            f"null, now() from {t.diff} where _retl_run_id = ? and _retl_op = '{op}'",
+            f"null, current_timestamp from {t.diff} where _retl_run_id = ? and _retl_op = '{op}'",
             [run_id, sync, run_id],
         )
     return n
@@ -268,7 +326,10 @@ def load(
 
     mapper = mapper_for(config, destination)
     match_field = config.match.field if config.match else None
-    prepare_destination(destination, config, wh.columns_of(f"select * from {t.diff}"))
+    fill_only = config.fill_only()
+    result.field_types = prepare_destination(
+        destination, config, wh.columns_of(f"select * from {t.diff}")
+    )
     batch_size = min(config.batch_size or destination.batch_size, destination.max_batch_size)
     cols = ", ".join(quote_ident(c) for c in config.source_columns())
     done = sum(result.skipped.values())
@@ -278,18 +339,35 @@ def load(
     unsaved: list[pa.Table] = []
     unsaved_records = 0
     last_commit = time.monotonic()
+    # Commits run on a thread of their own, one at a time, so delivery never waits for the
+    # warehouse (on DuckDB: for the file's lock, which other syncs' commits take too).
+    committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retl-commit")
+    committing: Future[None] | None = None
 
-    def commit() -> None:
-        nonlocal unsaved_records, last_commit
-        if unsaved:
-            _commit(wh, t, st, config.name, run_id, pa.concat_tables(unsaved))
+    def write(rows: pa.Table) -> None:
+        _commit(wh, t, st, config.name, run_id, rows)
+        if wh.single_writer:
+            # Let the other syncs' commits in until our next one (reopening DuckDB's file
+            # for a commit costs about 25 ms: BENCHMARKS.md, "Many syncs").
+            wh.close()
+
+    def commit(wait: bool = False) -> None:
+        """Hand what is acknowledged to the committer; if it is still writing the last
+        hand-over, keep collecting (up to a few commits' worth, then wait for it). `wait`:
+        until all of it is written."""
+        nonlocal unsaved_records, last_commit, committing
+        backlog = unsaved_records >= 4 * COMMIT_EVERY_RECORDS
+        if committing is not None and (wait or backlog or committing.done()):
+            finished, committing = committing, None
+            finished.result()  # a commit that failed fails the run here
+        if unsaved and committing is None:
+            committing = committer.submit(write, pa.concat_tables(unsaved))
             unsaved.clear()
-            if wh.single_writer:
-                # Let the other syncs' commits in until our next one (reopening DuckDB's file
-                # for a commit costs about 25 ms: BENCHMARKS.md, "Syncs side by side").
-                wh.close()
-        unsaved_records = 0
-        last_commit = time.monotonic()
+            unsaved_records = 0
+            last_commit = time.monotonic()
+        if wait and committing is not None:
+            finished, committing = committing, None
+            finished.result()
 
     def settle(sent: _Sent) -> None:
         nonlocal done, unsaved_records
@@ -370,7 +448,14 @@ def load(
                     rb = read.slice(start, batch_size)
                     records = mapped[start : start + batch_size]
                     batch = Batch(
-                        config.name, run_id, config.mode, config.object, records, match_field, salt
+                        config.name,
+                        run_id,
+                        config.mode,
+                        config.object,
+                        records,
+                        match_field,
+                        salt,
+                        fill_only,
                     )
                     answer = pool.submit(_deliver, destination, batch)
                     in_flight.append(_Sent(answer, rb, records))
@@ -386,7 +471,10 @@ def load(
                 settle(sent)
             except BaseException as exc:  # noqa: BLE001
                 failure = failure or exc
-        commit()
+        try:
+            commit(wait=True)
+        finally:
+            committer.shutdown()
     if failure is not None:
         raise failure
     if destination.reports_match:

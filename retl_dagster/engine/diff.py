@@ -103,7 +103,8 @@ def row_hash_sql(config: SyncConfig, dialect: str = "duckdb") -> str:
     but the values: renames, static values, paths), so a changed mapping changes the hash.
 
     DuckDB: its vectorised `hash()` of the values (64 bits), ten times cheaper than md5 over
-    text and the difference between a diff near a table scan and one that is not. PostgreSQL:
+    text and the difference between a diff near a table scan and one that is not. Snowflake:
+    its `HASH()` of the values, as text. PostgreSQL:
     md5 over the length-prefixed values (no multi-value hash there); either is stable for the
     life of a warehouse's state, which is all a diff needs.
     """
@@ -117,6 +118,10 @@ def row_hash_sql(config: SyncConfig, dialect: str = "duckdb") -> str:
     signature = "'" + "|".join(tags).replace("'", "''") + "'"
     if dialect == "duckdb":
         return f"hash({', '.join([signature, *columns])})"
+    if dialect == "snowflake":
+        # Text: Snowflake's HASH is signed, fakesnow's unsigned (past a NUMBER(19)); as text
+        # each is the same value on every run of one warehouse.
+        return f"cast(hash({', '.join([signature, *columns])}) as varchar)"
     parts = [signature]
     for c in columns:
         v = f"cast({c} as varchar)"
@@ -137,7 +142,7 @@ def expire_rejections(wh: Warehouse, config: SyncConfig, run_id: str) -> int:
         wh.execute(
             f"insert into {RECORD_RESULTS} select ?, ?, _retl_key, op, 'expired', "
             f"'rejected since ' || cast(first_failed_at as varchar) || ' ({days} days): no more "
-            "retries until the row changes. Last error: ' || error, now() "
+            "retries until the row changes. Last error: ' || error, current_timestamp "
             f"from {t.pending} where _retl_key in ({due})",
             [run_id, config.name],
         )

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from retl_dagster.common.settings import DBT_MANIFEST, is_url, warehouse_location
+from retl_dagster.common.settings import (
+    DBT_MANIFEST,
+    expand_env_refs,
+    is_url,
+    warehouse_location,
+)
 from retl_dagster.engine.config import ConfigError, SyncConfig
 from retl_dagster.engine.warehouse import quote_relation
 
@@ -17,10 +22,12 @@ def dbt_target(location: str | None = None) -> tuple[str, dict[str, str]]:
         return "dev", {"RETL_WAREHOUSE": location}
     import sqlalchemy as sa
 
-    url = sa.engine.make_url(location)
+    if location.lower().startswith("snowflake"):
+        return "snowflake", _snowflake_dbt_env(location)
+    url = sa.engine.make_url(expand_env_refs(location))
     if url.get_backend_name() != "postgresql":
         raise ValueError(
-            f"dbt models run on DuckDB or PostgreSQL; RETL_WAREHOUSE names "
+            f"dbt models run on DuckDB, PostgreSQL or Snowflake; RETL_WAREHOUSE names "
             f"{url.get_backend_name()}. Fix: use a sql or table model there"
         )
     return "pg", {
@@ -29,6 +36,29 @@ def dbt_target(location: str | None = None) -> tuple[str, dict[str, str]]:
         "RETL_DBT_PG_USER": url.username or "postgres",
         "RETL_DBT_PG_PASSWORD": url.password or "",
         "RETL_DBT_PG_DBNAME": url.database or "postgres",
+    }
+
+
+def _snowflake_dbt_env(location: str) -> dict[str, str]:
+    """The `snowflake` target's variables (dbt_models/profiles.yml) from a snowflake:// URL."""
+    from retl_dagster.engine.warehouse_snowflake import connect_args
+
+    args = connect_args(location)
+    password = str(args.get("password", ""))
+    if str(args.get("authenticator", "")).upper() == "PROGRAMMATIC_ACCESS_TOKEN":
+        password = str(args.get("token", ""))  # Snowflake takes the token as the password
+    return {
+        "RETL_DBT_SF_ACCOUNT": str(args["account"]),
+        "RETL_DBT_SF_USER": str(args["user"]),
+        "RETL_DBT_SF_PASSWORD": password,
+        "RETL_DBT_SF_PRIVATE_KEY_PATH": str(args.get("private_key_file", "")),
+        "RETL_DBT_SF_PRIVATE_KEY_PASSPHRASE": str(args.get("private_key_file_pwd", "")),
+        "RETL_DBT_SF_DATABASE": str(args["database"]),
+        "RETL_DBT_SF_WAREHOUSE": str(args.get("warehouse", "")),
+        "RETL_DBT_SF_ROLE": str(args.get("role", "")),
+        "RETL_DBT_SF_HOST": str(args.get("host", "")),
+        "RETL_DBT_SF_PORT": str(args.get("port", 0)),
+        "RETL_DBT_SF_PROTOCOL": str(args.get("protocol", "")),
     }
 
 

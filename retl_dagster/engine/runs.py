@@ -45,12 +45,13 @@ def record_run(
     exists = wh.fetchone(f"select 1 from {SYNC_RUNS} where sync = ? and run_id = ?", [sync, run_id])
     if not exists:
         wh.execute(
-            f"insert into {SYNC_RUNS} (run_id, sync, status, started_at) values (?, ?, ?, now())",
+            f"insert into {SYNC_RUNS} (run_id, sync, status, started_at) "
+            "values (?, ?, ?, current_timestamp)",
             [run_id, sync, values.get("status", "querying")],
         )
     if values or finished:
         sets = ", ".join(
-            [f"{k} = ?" for k in values] + (["finished_at = now()"] if finished else [])
+            [f"{k} = ?" for k in values] + (["finished_at = current_timestamp"] if finished else [])
         )
         wh.execute(
             f"update {SYNC_RUNS} set {sets} where sync = ? and run_id = ?",
@@ -73,8 +74,8 @@ def run_history(wh: Warehouse, sync: str, limit: int = 20) -> list[dict[str, Any
         return []
     rows = wh.fetchall(
         f"select {', '.join(RUN_COLUMNS)} from {SYNC_RUNS} where sync = ? "
-        "order by started_at desc limit ?",
-        [sync, limit],
+        f"order by started_at desc limit {int(limit)}",
+        [sync],
     )
     return [dict(zip(RUN_COLUMNS, r, strict=True)) for r in rows]
 
@@ -82,16 +83,17 @@ def run_history(wh: Warehouse, sync: str, limit: int = 20) -> list[dict[str, Any
 IN_FLIGHT_STATUSES = ("querying", "preparing", "queued", "in_progress")
 
 
-def mark_incomplete(wh: Warehouse, sync: str) -> None:
-    """Runs of `sync` left in flight by a dead process: Incomplete (the next run resumes)."""
+def mark_incomplete(wh: Warehouse, sync: str, except_run: str = "") -> None:
+    """Runs of `sync` left in flight by a dead process: Incomplete (the next run resumes).
+    `except_run`: the run starting now, which calls this for whatever died before it."""
     if not wh.relation_exists(SYNC_RUNS):
         return
     wh.execute(
-        f"update {SYNC_RUNS} set status = 'incomplete', finished_at = now(), error = "
+        f"update {SYNC_RUNS} set status = 'incomplete', finished_at = current_timestamp, error = "
         "'interrupted: the process running this sync died; acknowledged batches are kept and "
-        "the next run sends the rest' where sync = ? and status in "
+        "the next run sends the rest' where sync = ? and run_id <> ? and status in "
         f"({', '.join(repr(s) for s in IN_FLIGHT_STATUSES)})",
-        [sync],
+        [sync, except_run],
     )
 
 

@@ -1,8 +1,10 @@
 """Warehouse access: one small surface the diff, state and load stages share.
 
 DuckDB is the default (a file). `RETL_WAREHOUSE=postgresql+psycopg://...` runs the same SQL in
-PostgreSQL (`warehouse_postgres.py`). The stages write one SQL that both accept (placeholders
-are `?`); the few places the dialects differ are methods here (`replace_view`, `days_ago`).
+PostgreSQL (`warehouse_postgres.py`), `snowflake://...` in Snowflake (`warehouse_snowflake.py`).
+The stages write one SQL that all accept (placeholders are `?`, `current_timestamp`); the few
+places the dialects differ are methods here (`replace_view`, `days_ago`, `upsert`) and
+`diff.row_hash_sql`. docs/WAREHOUSES.md is the interface and how to add a warehouse.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ class WarehouseBusy(WarehouseError):
 
 LOCK_WAIT_ENV = "RETL_LOCK_WAIT_S"
 DEFAULT_LOCK_WAIT_S = 120.0
+LOCK_WAIT_NOTICE_S = 1.0
 _HOLDER = re.compile(r"held in (.+?) \(PID (\d+)\)")
 log = logging.getLogger("retl.warehouse")
 
@@ -81,6 +84,8 @@ class Warehouse:
     default_schema = "main"
     hash_type = "ubigint"
     """The type of a row hash (diff.row_hash_sql) as the state keeps it."""
+    names_fold_case = False
+    """True where unquoted names are stored upper-cased (Snowflake)."""
     single_writer = True
     """One writing process at a time (DuckDB locks its file): a long stage must not keep the
     connection open (`detached_stream`), and Dagster steps that write share one pool."""
@@ -93,7 +98,12 @@ class Warehouse:
         lock_wait_s: float | None = None,
     ) -> Warehouse:
         # Like pathlib.Path: the base class picks the implementation from the location.
-        if cls is Warehouse and is_url(location or warehouse_location()):
+        location = location or warehouse_location()
+        if cls is Warehouse and location.split("://", 1)[0].lower().startswith("snowflake"):
+            from retl_dagster.engine.warehouse_snowflake import SnowflakeWarehouse
+
+            return super().__new__(SnowflakeWarehouse)
+        if cls is Warehouse and is_url(location):
             from retl_dagster.engine.warehouse_postgres import PostgresWarehouse
 
             return super().__new__(PostgresWarehouse)
@@ -117,8 +127,14 @@ class Warehouse:
 
     # -- connection -----------------------------------------------------------------------
     def _connect(self) -> duckdb.DuckDBPyConnection:
+        warned = False
+
         def waiting(state: tenacity.RetryCallState) -> None:
-            if state.attempt_number == 1 and state.outcome is not None:
+            # Say so once the wait is long enough to notice (another sync's commit holds the
+            # file for tens of milliseconds; a diff or a notebook for longer).
+            nonlocal warned
+            if not warned and state.idle_for >= LOCK_WAIT_NOTICE_S and state.outcome is not None:
+                warned = True
                 holder = lock_holder(state.outcome.exception() or Exception())
                 log.warning(
                     "the warehouse %s is locked by %s; waiting up to %.0f s (%s)",
@@ -130,7 +146,8 @@ class Warehouse:
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_is_lock_error),
-            wait=tenacity.wait_exponential_jitter(initial=0.2, max=2),
+            # Short waits first: another sync's commit holds the file for tens of milliseconds.
+            wait=tenacity.wait_exponential_jitter(initial=0.01, max=1, jitter=0.02),
             stop=tenacity.stop_after_delay(self.lock_wait_s),
             before_sleep=waiting,
             reraise=True,
@@ -183,7 +200,26 @@ class Warehouse:
     @staticmethod
     def days_ago(days: int) -> str:
         """SQL for the instant `days` days before now (both dialects)."""
-        return f"(now() - interval '1 day' * {int(days)})"
+        return f"(current_timestamp - interval '1 day' * {int(days)})"
+
+    def upsert(
+        self,
+        table: str,
+        key: str,
+        columns: Sequence[str],
+        select_sql: str,
+        params: Sequence[Any],
+        updates: Callable[[str, str], Mapping[str, str]],
+    ) -> None:
+        """Insert `select_sql`'s rows (its columns named `columns`) into `table`; a row whose
+        `key` is there already updates it instead: `updates(old, new)` gives each column's new
+        value, an expression over `old.<column>` (the stored row) and `new.<column>`."""
+        sets = ", ".join(f"{c} = {e}" for c, e in updates(table, "excluded").items())
+        self.execute(
+            f"insert into {table} ({', '.join(columns)}) {select_sql} "
+            f"on conflict ({key}) do update set {sets}",
+            params,
+        )
 
     def replace_view(self, name: str, select_sql: str) -> None:
         self.execute(f"create or replace view {name} as {select_sql}")
@@ -275,9 +311,12 @@ class Warehouse:
         schema, table = (
             (parts[-2], parts[-1]) if len(parts) > 1 else (self.default_schema, parts[0])
         )
+        # Snowflake folds unquoted names to upper case: compare names as it would.
+        name = "upper({})" if self.names_fold_case else "{}"
         row = self.fetchone(
-            "select count(*) from information_schema.tables "
-            "where table_schema = ? and table_name = ?",
+            "select count(*) from information_schema.tables where "
+            f"{name.format('table_schema')} = {name.format('?')} and "
+            f"{name.format('table_name')} = {name.format('?')}",
             [schema, table],
         )
         return bool(row and row[0])

@@ -22,7 +22,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from psycopg.types.json import set_json_loads
 
-from retl_dagster.common.settings import safe_location
+from retl_dagster.common.settings import expand_env_refs, safe_location
 from retl_dagster.engine.warehouse import Warehouse, WarehouseError
 
 # `?` placeholders (the engine's, shared with DuckDB) outside quotes; every `%` is doubled
@@ -116,7 +116,7 @@ class PostgresWarehouse(Warehouse):
     ) -> None:
         super().__init__(location, memory_limit, read_only, lock_wait_s)
         try:
-            self.url = sa.engine.make_url(self.location)
+            self.url = sa.engine.make_url(expand_env_refs(self.location))
         except sa.exc.ArgumentError as exc:
             raise WarehouseError(
                 f"RETL_WAREHOUSE is not a valid URL ({exc}). Fix: use "

@@ -14,10 +14,10 @@ from retl_dagster.engine.warehouse import Warehouse
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.conftest import WEBHOOK_SECRET
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
-from retl_dagster_tests.harness import BOTH_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml
+from retl_dagster_tests.harness import ALL_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml
 from retl_dagster_tests.test_sync_e2e import SYNC, make_customers, sql, state_rows
 
-WAREHOUSES = BOTH_WAREHOUSES
+WAREHOUSES = ALL_WAREHOUSES
 
 CONFIG = SyncConfig.model_validate(
     {

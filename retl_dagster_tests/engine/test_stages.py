@@ -11,9 +11,9 @@ from retl_dagster.engine import stages
 from retl_dagster.engine.config import SyncConfig
 from retl_dagster.engine.runs import get_run, new_run_id
 from retl_dagster.engine.warehouse import Warehouse
-from retl_dagster_tests.harness import BOTH_WAREHOUSES, sql
+from retl_dagster_tests.harness import ALL_WAREHOUSES, sql
 
-WAREHOUSES = BOTH_WAREHOUSES
+WAREHOUSES = ALL_WAREHOUSES
 
 CONFIG = SyncConfig.model_validate(
     {
