@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: install test test-fast lint fmt typecheck check snapshot validate dev bench
+.PHONY: install test test-fast lint fmt typecheck check snapshot schema validate dev bench
 
 install:  ## a venv with the project and its test tools
 	python3.11 -m venv $(VENV)
@@ -32,9 +32,13 @@ check: lint typecheck validate
 snapshot:  ## rewrite the definitions snapshot after an intended change, then commit it
 	RETL_UPDATE_SNAPSHOTS=1 $(PY) -m pytest -q retl_dagster_tests/test_snapshot.py
 
-validate:  ## the code location loads (as CI checks it)
+schema:  ## rewrite the components' JSON schema (editor completion) after a change to a component
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg utils generate-component-schema --output-path docs/schema/components.schema.json
+
+validate:  ## the code location loads (as CI checks it), and dg sees every declaration
 	$(PY) -c "from retl_dagster.definitions import ensure_dbt_manifest; ensure_dbt_manifest()"
 	$(BIN)/dagster definitions validate -w workspace.yaml
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg check defs
 
 dev:  ## the Dagster UI on http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml

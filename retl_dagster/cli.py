@@ -273,12 +273,17 @@ def _warehouse_errors(decls: Any) -> list[str]:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.option("--verbose", is_flag=True, help="Show Dagster's run log.")
-def sync(name: str, as_json: bool, verbose: bool) -> None:
+@click.option(
+    "--allow-removals",
+    is_flag=True,
+    help="This run may remove more than guardrails.max_removed_percent of the synced records.",
+)
+def sync(name: str, as_json: bool, verbose: bool, allow_removals: bool) -> None:
     """Run sync NAME once through Dagster (recorded in $DAGSTER_HOME, visible in the UI).
 
     Exit 0: everything delivered; 2: some records rejected; 1: the run failed.
     """
-    _sync(name, as_json, verbose)
+    _sync(name, as_json, verbose, allow_removals=allow_removals)
 
 
 @main.command()
@@ -317,12 +322,19 @@ def reset(name: str, yes: bool) -> None:
     click.echo(f"sync {name} reset: {n} record(s) forgotten; the next run sends every row as added")
 
 
-def _sync(name: str, as_json: bool, verbose: bool, replay_of: str | None = None) -> None:
+def _sync(
+    name: str,
+    as_json: bool,
+    verbose: bool,
+    replay_of: str | None = None,
+    allow_removals: bool = False,
+) -> None:
     _sync_config(name)  # a wrong name is answered before Dagster is imported
     import dagster as dg
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from retl_dagster.components import sync as sync_component
+    from retl_dagster.engine.guardrails import ALLOW_REMOVALS_TAG
     from retl_dagster.runner import SyncAlreadyRunning, SyncDisabled, run_sync
 
     defs = _load_defs()
@@ -349,7 +361,10 @@ def _sync(name: str, as_json: bool, verbose: bool, replay_of: str | None = None)
                 name,
                 dg.DagsterInstance.get(),
                 log_level="INFO" if verbose else "CRITICAL",
-                tags={"retl/trigger": "cli"},
+                tags={
+                    "retl/trigger": "cli",
+                    **({ALLOW_REMOVALS_TAG: "true"} if allow_removals else {}),
+                },
                 replay_of=replay_of,
             )
     except (SyncAlreadyRunning, SyncDisabled) as exc:

@@ -61,12 +61,24 @@ def load_project(path_within_project: Path) -> dg.Definitions:
     not fit the other declarations, is isolated (see common.settings.strict_definitions)."""
     tree = ComponentTree.for_project(path_within_project=path_within_project)
     strict = strict_definitions()
+    components = tree.get_all_components(of_type=dg.Component)  # type: ignore[type-abstract]
+    tell_destination_types(components)
     if not strict:
-        isolate_broken_syncs(tree.get_all_components(of_type=dg.Component))  # type: ignore[type-abstract]
+        isolate_broken_syncs(components)
     loaded = tree.build_defs()
     if strict:
         check_references(loaded)
     return loaded
+
+
+def tell_destination_types(components: list[dg.Component]) -> None:
+    """Each sync learns its destination's type (a kind of its load asset)."""
+    types = {
+        d.name: d.type for c in components if isinstance(c, Destinations) for d in c.destinations
+    }
+    for c in components:
+        if isinstance(c, Sync):
+            c.set_destination_type(types.get(c.destination))
 
 
 def isolate_broken_syncs(components: list[dg.Component]) -> None:

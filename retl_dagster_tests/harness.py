@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from dagster.components.core.component_tree import ComponentTree
 
 from retl_dagster.components import Alerts, Destinations, Sync
 from retl_dagster.components.references import check_references
+from retl_dagster.definitions import tell_destination_types
 from retl_dagster.runner import SyncOutcome
 
 
@@ -26,10 +28,13 @@ def defs_from_yaml(destinations: str, *syncs: str, alerts: str | None = None) ->
     """`attributes:` bodies of a Destinations component, of Sync components and (optionally)
     of an Alerts component."""
     context = ComponentTree.for_test().load_context
-    parts = [Destinations.resolve_from_yaml(textwrap.dedent(destinations)).build_defs(context)]
+    declared = Destinations.resolve_from_yaml(textwrap.dedent(destinations))
+    parts = [declared.build_defs(context)]
     if alerts is not None:
         parts.append(Alerts.resolve_from_yaml(textwrap.dedent(alerts)).build_defs(context))
-    parts += [Sync.resolve_from_yaml(textwrap.dedent(s)).build_defs(context) for s in syncs]
+    components = [Sync.resolve_from_yaml(textwrap.dedent(s)) for s in syncs]
+    tell_destination_types([declared, *components])
+    parts += [c.build_defs(context) for c in components]
     defs = dg.Definitions.merge(*parts)
     check_references(defs)
     return defs
@@ -76,9 +81,18 @@ PG_URL = os.environ.get("RETL_TEST_PG_URL")
 if not PG_URL and os.environ.get("CI"):
     raise RuntimeError("CI must run the PostgreSQL tests: .ci/run sets RETL_TEST_PG_URL")
 
+SNOWFLAKE_URL = os.environ.get("RETL_TEST_SNOWFLAKE_URL")
+if not SNOWFLAKE_URL and os.environ.get("CI"):
+    raise RuntimeError(
+        "CI must run the Snowflake tests: .ci/run sets RETL_TEST_SNOWFLAKE_URL (fakesnow)"
+    )
+
 BOTH_WAREHOUSES = ("duckdb", "postgres")
 """`WAREHOUSES = BOTH_WAREHOUSES` in a test module runs each of its tests that uses
 `warehouse_path` once on a DuckDB file and once on a PostgreSQL database (conftest)."""
+ALL_WAREHOUSES = ("duckdb", "postgres", "snowflake")
+"""Also on Snowflake (a fresh database on the fakesnow server `RETL_TEST_SNOWFLAKE_URL` names,
+reached through the real Snowflake connector over HTTP)."""
 
 
 def libpq_url(url: str) -> str:
@@ -101,13 +115,82 @@ def fresh_pg_database() -> Iterator[str]:
             admin.execute(f"drop database if exists {name} with (force)")
 
 
+def is_snowflake(target: Path | str) -> bool:
+    return isinstance(target, str) and target.startswith("snowflake://")
+
+
+def _snowflake_connect(url: str) -> Any:
+    import snowflake.connector
+
+    from retl_dagster.engine.warehouse_snowflake import connect_args
+
+    # As retl's own sessions do: quoted names resolve as unquoted ones (warehouse_snowflake).
+    return snowflake.connector.connect(
+        **connect_args(url), session_parameters={"QUOTED_IDENTIFIERS_IGNORE_CASE": True}
+    )
+
+
+@contextmanager
+def fresh_snowflake_database() -> Iterator[str]:
+    """A new, empty database on the test Snowflake (`RETL_TEST_SNOWFLAKE_URL`: the fakesnow
+    server .ci/start_fakesnow.sh starts); yields its URL and drops it afterwards."""
+    assert SNOWFLAKE_URL, (
+        "no Snowflake: export RETL_TEST_SNOWFLAKE_URL=$(bash .ci/start_fakesnow.sh)"
+    )
+    name = f"RETL_T_{secrets.token_hex(4).upper()}"
+    head, rest = SNOWFLAKE_URL.split("://", 1)
+    creds_account, path = rest.split("/", 1)
+    url = f"{head}://{creds_account}/{name}/" + path.split("/", 1)[1]
+    con = _snowflake_connect(url)  # fakesnow creates the database and schema on login
+    con.cursor().execute(f"create database if not exists {name}")
+    con.close()
+    try:
+        yield url
+    finally:
+        # fakesnow cannot drop a database (Snowflake can): its schemas go, which frees the
+        # memory their tables held.
+        con = _snowflake_connect(url)
+        for schema in ("_retl", url.split("/")[-1].split("?")[0]):
+            con.cursor().execute(f"drop schema if exists {name}.{schema} cascade")
+        con.close()
+
+
+_SERIES = re.compile(r"generate_series\((\d+),\s*(\d+)\)\s+as\s+t\((\w+)\)", re.IGNORECASE)
+
+
+def snowflake_sql(statement: str) -> str:
+    """The tests' common SQL as Snowflake writes it: generate_series and now()."""
+
+    def series(m: re.Match[str]) -> str:
+        lo, hi, col = int(m.group(1)), int(m.group(2)), m.group(3)
+        return (
+            f"(select row_number() over (order by seq4()) + {lo - 1} as {col} "
+            f"from table(generator(rowcount => {hi - lo + 1}))) as t"
+        )
+
+    return _SERIES.sub(series, statement).replace("now()", "current_timestamp()")
+
+
 def sql(target: Path | str, statement: str) -> list[tuple[Any, ...]]:
-    """Run SQL in the test's warehouse: a DuckDB file, or a PostgreSQL URL. Statements the tests
-    write are the dialects' common subset (generate_series, `drop table if exists; create`)."""
+    """Run SQL in the test's warehouse: a DuckDB file, or a PostgreSQL or Snowflake URL.
+    Statements the tests write are the dialects' common subset (generate_series,
+    `drop table if exists; create`; on Snowflake generate_series and now() are rewritten)."""
+    if is_snowflake(target):
+        assert isinstance(target, str)
+        con = _snowflake_connect(target)
+        try:
+            rows: list[tuple[Any, ...]] = []
+            for part in snowflake_sql(statement).split(";"):
+                if part.strip():
+                    cur = con.cursor().execute(part)
+                    rows = [tuple(r) for r in cur.fetchall()] if cur.description else rows
+            return rows
+        finally:
+            con.close()
     if isinstance(target, str) and "://" in target:
         with psycopg.connect(libpq_url(target), autocommit=True) as con:
             cur = con.execute(statement.encode())  # bytes: no `%` placeholders
-            rows: list[tuple[Any, ...]] = cur.fetchall() if cur.description else []
+            rows = cur.fetchall() if cur.description else []
             while cur.nextset():  # several statements: the last one's rows
                 rows = cur.fetchall() if cur.description else rows
             return rows

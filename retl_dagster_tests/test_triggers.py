@@ -15,7 +15,7 @@ from retl_dagster.runner import SyncDisabled, run_sync
 from retl_dagster_tests.fakes.slack import FakeSlack
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
 from retl_dagster_tests.harness import (
-    BOTH_WAREHOUSES,
+    ALL_WAREHOUSES,
     WEBHOOK_DESTINATION,
     defs_from_yaml,
     evaluate_run_status_sensor,
@@ -23,7 +23,7 @@ from retl_dagster_tests.harness import (
 )
 from retl_dagster_tests.test_sync_e2e import make_customers
 
-WAREHOUSES = BOTH_WAREHOUSES
+WAREHOUSES = ALL_WAREHOUSES
 
 SQL_SYNC = """
 name: pro_hook

@@ -4,11 +4,12 @@ sync's failed and partly failed runs."""
 # No `from __future__ import annotations`: Dagster reads the sensors' resource parameter types.
 import json
 import os
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import dagster as dg
 
 from retl_dagster.components.env import EnvBackedResource, split_env_refs
+from retl_dagster.components.scaffold import AlertsScaffolder
 from retl_dagster.engine.config import SyncConfig
 from retl_dagster.engine.notify import (
     AlertError,
@@ -21,6 +22,10 @@ from retl_dagster.engine.notify import (
 )
 
 ALERTS_RESOURCE = "retl_alerts"
+GUARDRAIL_TAG = "retl/guardrail"
+"""Run tag: the run's rejected share graded against the sync's guardrails (healthy/warn/error)."""
+GUARDRAIL_CHANGE_TAG = "retl/guardrail_change"
+"""Run tag, only on a run whose grade differs from the sync's previous one: `before->after`."""
 UI_URL_ENV = "RETL_UI_URL"
 """Base URL of the Dagster UI for links in alerts (default http://localhost:3000)."""
 
@@ -65,6 +70,7 @@ def _resolve(
     return split_env_refs(context, "alerts", flat, secrets)
 
 
+@dg.scaffold_with(AlertsScaffolder)
 class Alerts(dg.Component, dg.Resolvable, dg.Model):
     """Alert channels: `slack: {name: {webhook_url}}` and `email: {host, port, security,
     username, password, sender}`; syncs name them in their `alerts:`."""
@@ -128,7 +134,7 @@ def alert_sensors(
     load_key: dg.AssetKey,
 ) -> list[dg.SensorDefinition]:
     """A sync's alert sensors: one alert per run (run-level sensors), none for a run that
-    Dagster will retry."""
+    Dagster will retry; with guardrails, one alert per change of the rejected share's grade."""
     alerts = config.alerts
     if alerts is None or not (alerts.slack or alerts.email):
         return []
@@ -205,4 +211,61 @@ def alert_sensors(
             )
 
         sensors.append(partial_alert)
+    guarded = config.guardrails is not None and config.guardrails.checks_rejected
+    if "guardrails" in alerts.on and guarded:
+
+        @dg.run_status_sensor(
+            run_status=dg.DagsterRunStatus.SUCCESS,
+            name=f"retl_{name}_guardrail_alert",
+            monitored_jobs=[job],
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            description=f"Alerts when sync {name}'s rejected share crosses a guardrail, once per "
+            "change (healthy, warn, error), and when it is back within them.",
+        )
+        def guardrail_alert(context: dg.RunStatusSensorContext, retl_alerts: AlertChannels) -> None:
+            run = context.dagster_run
+            # The load stage keeps each sync's grade in _retl.guardrail_state and tags only the
+            # run that changed it, so a restart or a re-evaluation never alerts twice.
+            change = run.tags.get(GUARDRAIL_CHANGE_TAG)
+            if not change:
+                return
+            before, _, after = change.partition("->")
+            facts = counts(context.instance, run.run_id)
+            check = _check_evaluation(context.instance, run.run_id, load_key)
+            why = str(check.get("description") or f"rejected records: {before} -> {after}")
+            status: Literal["warn", "error", "recovered"] = (
+                "error" if after == "error" else "warn" if after == "warn" else "recovered"
+            )
+            samples = str(facts.get("rejected_samples") or "").splitlines()[2:]
+            deliver(
+                retl_alerts,
+                RunAlert(
+                    name,
+                    status,
+                    run.tags.get("dagster/partition", "?"),
+                    run.run_id,
+                    facts,
+                    [f"{why} (was {before})", *samples],
+                ),
+            )
+
+        sensors.append(guardrail_alert)
     return sensors
+
+
+def _check_evaluation(
+    instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey
+) -> dict[str, Any]:
+    """The description and metadata of `key`'s asset check evaluation in run `run_id`."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        data = event.event_specific_data if event is not None else None
+        if isinstance(data, dg.AssetCheckEvaluation) and data.asset_key == key:
+            return {
+                "description": data.description,
+                **{k: v.value for k, v in data.metadata.items()},
+            }
+    return {}

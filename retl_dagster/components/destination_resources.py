@@ -12,6 +12,7 @@ import pydantic
 from retl_dagster.common.settings import PROJECT_ROOT, strict_definitions
 from retl_dagster.components.env import EnvBackedResource, split_env_refs
 from retl_dagster.components.pools import declared_limits, pool_limit, pool_limits_sensor
+from retl_dagster.components.scaffold import DestinationsScaffolder
 from retl_dagster.destinations import (
     Destination,
     DestinationConfigError,
@@ -100,6 +101,7 @@ def _resolve_one(context: dg.ResolutionContext, name: str, spec: Any) -> Destina
     return DestinationDecl(name=name, type=type_, options=options, env=env)
 
 
+@dg.scaffold_with(DestinationsScaffolder)
 class Destinations(dg.Component, dg.Resolvable, dg.Model):
     """Declares the destinations syncs deliver to; each becomes resource `destination__<name>`."""
 

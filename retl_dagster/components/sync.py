@@ -10,19 +10,26 @@ import dagster as dg
 import pydantic
 
 from retl_dagster.common.settings import PROJECT_ROOT, STATE_SCHEMA, strict_definitions
-from retl_dagster.components.alerts import alert_sensors
+from retl_dagster.components.alerts import GUARDRAIL_CHANGE_TAG, GUARDRAIL_TAG, alert_sensors
+from retl_dagster.components.dbt_keys import dbt_asset_key
 from retl_dagster.components.destination_resources import DestinationResource, resource_key
+from retl_dagster.components.metadata import (
+    CONFIG_METADATA_KEY,
+    load_definition_metadata,
+    load_materialization_metadata,
+    warehouse_kind,
+)
 from retl_dagster.components.pools import destination_pool, warehouse_pool
+from retl_dagster.components.scaffold import SyncScaffolder
 from retl_dagster.components.triggers import job_name, sync_triggers
 from retl_dagster.destinations.http import format_exchange
-from retl_dagster.engine import stages
+from retl_dagster.engine import guardrails, stages
 from retl_dagster.engine.config import SyncConfig, SyncDeclarationError, explain
 from retl_dagster.engine.delivery import LoadResult, Progress
 from retl_dagster.engine.model_sql import sql_reads
 from retl_dagster.engine.state import SyncTables
 from retl_dagster.engine.warehouse import Warehouse
 
-CONFIG_METADATA_KEY = "retl/config"
 REPLAY_TAG = "retl/replay_of"
 """Run tag: this run resends every record of the named earlier run."""
 PROGRESS_LOG_EVERY_S = 5.0
@@ -48,17 +55,17 @@ def load_key(sync: str) -> dg.AssetKey:
 def model_key(config: SyncConfig) -> dg.AssetKey:
     src = config.model
     if src.dbt:
-        return dg.AssetKey([src.dbt])  # dagster-dbt's default key for a model
+        return dbt_asset_key(src.dbt)  # the key the project's DagsterDbtTranslator gives it
     if src.table:
         return dg.AssetKey(["warehouse", *src.table.split(".")])
     return dg.AssetKey(["retl", config.name, "model"])
 
 
 def read_key(read: tuple[str, ...]) -> dg.AssetKey:
-    """The asset of what an inline SQL model reads: a dbt model's (dagster-dbt's default key)
-    or a warehouse table's (the key a `table:` model gets)."""
+    """The asset of what an inline SQL model reads: a dbt model's (the key the project's
+    DagsterDbtTranslator gives it) or a warehouse table's (the key a `table:` model gets)."""
     if read[0] == "dbt":
-        return dg.AssetKey([read[1]])
+        return dbt_asset_key(read[1])
     return dg.AssetKey(["warehouse", *read])
 
 
@@ -70,7 +77,7 @@ def table_model_spec(table: str) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=dg.AssetKey(["warehouse", *table.split(".")]),
         group_name="warehouse",
-        kinds={"duckdb", "table"},
+        kinds={warehouse_kind(), "table"},
         description=f"Warehouse table {table}, read by retl syncs (see its downstream assets).",
     )
 
@@ -190,8 +197,17 @@ def _diff_result(
         f"sync {name}: {counts.rows_queried} rows queried, {counts.added} added, "
         f"{counts.changed} changed, {counts.removed} removed"
     )
+    if config.model.table:
+        # A warehouse table is no asset retl materialises: its row count as an observation.
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=model_key(config),
+                metadata={"dagster/row_count": dg.MetadataValue.int(counts.rows_queried)},
+            )
+        )
     return dg.MaterializeResult(
         metadata={
+            "dagster/row_count": dg.MetadataValue.int(counts.total),
             "rows_queried": dg.MetadataValue.int(counts.rows_queried),
             "added": dg.MetadataValue.int(counts.added),
             "changed": dg.MetadataValue.int(counts.changed),
@@ -202,8 +218,34 @@ def _diff_result(
     )
 
 
-def build_sync_defs(config: SyncConfig) -> dg.Definitions:
-    """All Dagster definitions of one sync. A function, so each sync closes over its own config."""
+REJECTED_CHECK = "rejected_records"
+
+
+def _rejected_check_result(name: str, check: guardrails.RejectedCheck) -> dg.AssetCheckResult:
+    """The run's rejected share against the sync's guardrails: passes at or below the warning
+    threshold, fails as WARN above it and as ERROR above the maximum."""
+    level = check.level
+    metadata: dict[str, Any] = {
+        "rejected": dg.MetadataValue.int(check.rejected),
+        "sent": dg.MetadataValue.int(check.sent),
+        "rejected_percent": dg.MetadataValue.float(round(check.percent, 4)),
+    }
+    if check.warn is not None:
+        metadata["warn_rejected_percent"] = dg.MetadataValue.float(float(check.warn))
+    if check.max is not None:
+        metadata["max_rejected_percent"] = dg.MetadataValue.float(float(check.max))
+    return dg.AssetCheckResult(
+        check_name=REJECTED_CHECK,
+        passed=level == "healthy",
+        severity=dg.AssetCheckSeverity.ERROR if level == "error" else dg.AssetCheckSeverity.WARN,
+        description=check.describe(name),
+        metadata=metadata,
+    )
+
+
+def build_sync_defs(config: SyncConfig, destination_type: str | None = None) -> dg.Definitions:
+    """All Dagster definitions of one sync. A function, so each sync closes over its own config.
+    `destination_type`: its destination's type, a kind of the load asset."""
     name = config.name
     partitions = dg.DynamicPartitionsDefinition(name=partitions_def_name(name))
     group = f"sync_{name}"
@@ -223,7 +265,7 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
             key=model_key(config),
             deps=[read_key(read) for read in sql_reads(sql)],
             group_name=group,
-            kinds={"duckdb", "sql"},
+            kinds={warehouse_kind(), "sql"},
             description=f"Inline model of sync {name}: a view `{STATE_SCHEMA}.{name}__model`.",
             pool=wh_pool,
         )
@@ -245,7 +287,7 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
         deps=[model_key(config)],
         partitions_def=partitions,
         group_name=group,
-        kinds={"duckdb", "retl"},
+        kinds={warehouse_kind(), "retl"},
         description=f"Added/changed/removed rows of one run of sync {name}, computed in the "
         f"warehouse and stored in {tables.diff}. One partition per run.",
         check_specs=[
@@ -278,20 +320,39 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
                 context.partition_key,
                 replay_of=context.run.tags.get(REPLAY_TAG),
                 dagster_run_id=context.run_id,
+                allow_removals=context.run.tags.get(guardrails.ALLOW_REMOVALS_TAG, "").lower()
+                in ("true", "1", "yes"),
             )
         return _diff_result(context, config, check_name, outcome)
+
+    rejected_specs = (
+        [
+            dg.AssetCheckSpec(
+                REJECTED_CHECK,
+                asset=load_key(name),
+                description=f"The share of records sent that the destination rejected, against "
+                f"sync {name}'s guardrails (warn_rejected_percent, max_rejected_percent).",
+            )
+        ]
+        if config.guardrails is not None and config.guardrails.checks_rejected
+        else []
+    )
 
     @dg.asset(
         key=load_key(name),
         deps=[diff_key(name)],
         partitions_def=partitions,
         group_name=group,
-        kinds={"retl"},
+        kinds={"retl", warehouse_kind(), *([destination_type] if destination_type else [])},
         description=f"Delivery of one run of sync {name} to destination "
         f"'{config.destination}'; state advances only for acknowledged records.",
         required_resource_keys={dest_key},
-        metadata={CONFIG_METADATA_KEY: dg.MetadataValue.json(config_json)},
+        metadata={
+            CONFIG_METADATA_KEY: dg.MetadataValue.json(config_json),
+            **load_definition_metadata(config),
+        },
         pool=destination_pool(config.destination),
+        check_specs=rejected_specs,
     )
     def load_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         resource: DestinationResource = getattr(context.resources, dest_key)
@@ -327,7 +388,19 @@ def build_sync_defs(config: SyncConfig) -> dg.Definitions:
                 f"sync {name}: {result.total_rejected} record(s) rejected; they stay pending and "
                 "are retried on the next run. First: " + str(result.rejected_samples[:3])
             )
-        return dg.MaterializeResult(metadata=_load_metadata(result, outcome.status, outcome.run))
+        metadata = _load_metadata(result, outcome.status, outcome.run)
+        if result.field_types:  # fields were sent: what, of which types, from which columns
+            metadata |= load_materialization_metadata(config, model_key(config), result.field_types)
+        checks: list[dg.AssetCheckResult] = []
+        if outcome.guardrail is not None:
+            # Acknowledged records stay synced whatever the grade: the materialisation stands.
+            tags: dict[str, str] = {GUARDRAIL_TAG: outcome.guardrail.level}
+            if outcome.guardrail_change is not None:
+                change = outcome.guardrail_change
+                tags[GUARDRAIL_CHANGE_TAG] = f"{change.before}->{change.after}"
+            context.instance.add_run_tags(context.run_id, tags)
+            checks.append(_rejected_check_result(name, outcome.guardrail))
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     assets += [diff_asset, load_asset]
     preview_jobs = _preview_jobs(config, dest_key)
@@ -498,11 +571,14 @@ class _AnyAttributes(pydantic.BaseModel):
         return handler(SyncConfig.__pydantic_core_schema__)
 
 
+@dg.scaffold_with(SyncScaffolder)
 class Sync(dg.Component, dg.Resolvable, SyncConfig):  # type: ignore[misc]
     """A Reverse ETL sync declared in `defs.yaml`."""
 
     _invalid: str | None = pydantic.PrivateAttr(default=None)
     """Set when the sync does not fit the other declarations (definitions.py)."""
+    _destination_type: str | None = pydantic.PrivateAttr(default=None)
+    """Its destination's type (a kind of its load asset), from the Destinations component."""
 
     @classmethod
     def get_model_cls(cls) -> type[pydantic.BaseModel]:
@@ -532,10 +608,15 @@ class Sync(dg.Component, dg.Resolvable, SyncConfig):  # type: ignore[misc]
     def invalidate(self, error: str) -> None:
         self._invalid = error
 
+    def set_destination_type(self, type_: str | None) -> None:
+        self._destination_type = type_ or None
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         if self._invalid is not None:
             return invalid_sync_defs(self.name, self._invalid, _source(context))
-        return build_sync_defs(SyncConfig.model_validate(self.model_dump(by_alias=True)))
+        return build_sync_defs(
+            SyncConfig.model_validate(self.model_dump(by_alias=True)), self._destination_type
+        )
 
 
 def _source(context: dg.ComponentLoadContext) -> str:

@@ -8,12 +8,14 @@ sync's triggers start stopped, and request nothing even if someone turns them on
 # No `from __future__ import annotations`: Dagster inspects the context parameters' types.
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dagster as dg
+from dagster_dbt.cloud_v2.resources import DbtCloudWorkspace
 
-from retl_dagster.components.alerts import AlertChannels, deliver_alert
+from retl_dagster.components.alerts import GUARDRAIL_TAG, AlertChannels, deliver_alert
 from retl_dagster.engine.config import SyncConfig
 from retl_dagster.engine.notify import RunAlert
 from retl_dagster.engine.runs import new_run_id
@@ -23,6 +25,8 @@ TRIGGER_TAG = "retl/trigger"
 SEQUENCE_TAG = "retl/sequence"
 """The sequence run a sync run belongs to: the run id of the sequence's first sync."""
 FRESHNESS_LOCK_WAIT_S = 5.0
+FIVETRAN_CONNECTOR = "dagster-fivetran/connector_id"  # FivetranMetadataSet's keys
+FIVETRAN_COMPLETED_AT = "dagster-fivetran/sync_completed_at"
 
 
 def job_name(sync: str) -> str:
@@ -46,16 +50,23 @@ def sequence_run_key(sequence: str, sync: str) -> str:
     return f"{stamp}-{hashlib.sha256(f'{sequence}/{sync}'.encode()).hexdigest()[:6]}"
 
 
+def over_max_guardrail(run: dg.DagsterRun) -> bool:
+    """A run that succeeded with its rejected share above `max_rejected_percent`: a sequence
+    stops after it, as after a failure."""
+    return run.tags.get(GUARDRAIL_TAG) == "error"
+
+
 def succeeded_in(instance: dg.DagsterInstance, sync: str, sequence: str) -> bool:
-    """Whether `sync` finished successfully in `sequence` (as its first sync or a follower)."""
+    """Whether `sync` finished successfully in `sequence` (as its first sync or a follower),
+    within its guardrails."""
     for tags in ({SEQUENCE_TAG: sequence}, {"dagster/partition": sequence}):
         records = instance.get_run_records(
             filters=dg.RunsFilter(
                 job_name=job_name(sync), statuses=[dg.DagsterRunStatus.SUCCESS], tags=tags
             ),
-            limit=1,
+            limit=5,
         )
-        if records:
+        if any(not over_max_guardrail(r.dagster_run) for r in records):
             return True
     return False
 
@@ -176,9 +187,142 @@ def sync_triggers(
 
         sensors.append(on_table_change)
 
+    if config.run_after is not None:
+        sensors.append(_run_after_sensor(config, job, partitions, request, sensor_status))
     if config.after:
         sensors += _sequence_sensors(config, job, partitions_name, request, sensor_status)
     return schedules, sensors
+
+
+DBT_CLOUD_RESOURCE = "retl_dbt_cloud"  # the sensor's parameter of that name
+_DBT_CLOUD_RUN = re.compile(r"/runs/(\d+)")
+
+
+def _upstream_runs(
+    config: SyncConfig,
+    records: Sequence[Any],
+    dbt_cloud: DbtCloudWorkspace | None,
+    since: float | None = None,
+) -> list[str]:
+    """The finished upstream runs (one key each) that `run_after` names, in new
+    materialisations recorded by dagster-dbt's / dagster-fivetran's polling sensor; a Fivetran
+    sync completed before `since` (the sensor's baseline, epoch seconds) is not new."""
+    after = config.run_after
+    assert after is not None
+    found: list[str] = []
+    job_of: dict[int, Any] = {}
+    for record in records:
+        mat = record.event_log_entry.asset_materialization
+        meta = {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
+        key = None
+        if after.fivetran_connector and meta.get(FIVETRAN_CONNECTOR) == after.fivetran_connector:
+            completed = meta.get(FIVETRAN_COMPLETED_AT)
+            # dagster-fivetran's polling sensor records, on its first tick, each connector's
+            # last sync however old: when that tick comes after ours, it is not a new sync.
+            if since is not None and isinstance(completed, int | float) and completed < since:
+                continue
+            key = f"fivetran:{after.fivetran_connector}:{completed}"
+        elif after.dbt_cloud_job and dbt_cloud is not None:
+            m = _DBT_CLOUD_RUN.search(str(meta.get("run_url") or ""))
+            if m:
+                run_id = int(m.group(1))
+                if run_id not in job_of:  # one question per dbt Cloud run
+                    job_of[run_id] = (
+                        dbt_cloud.get_client().get_run_details(run_id).get("job_definition_id")
+                    )
+                if job_of[run_id] == after.dbt_cloud_job:
+                    key = f"dbt_cloud:{run_id}"
+        if key and key not in found:
+            found.append(key)
+    return found
+
+
+def _run_after_sensor(
+    config: SyncConfig,
+    job: Any,
+    partitions: dg.DynamicPartitionsDefinition,
+    request: Callable[..., dg.RunRequest],
+    sensor_status: dg.DefaultSensorStatus,
+) -> dg.SensorDefinition:
+    """`run_after`: one run per finished dbt Cloud job run / Fivetran connector sync, seen in
+    the materialisations their polling sensor records (as `run_on_model_update` sees its
+    model's)."""
+    name, enabled, after = config.name, config.enabled, config.run_after
+    assert after is not None
+    what = (
+        f"dbt Cloud job {after.dbt_cloud_job}"
+        if after.dbt_cloud_job
+        else f"Fivetran connector {after.fivetran_connector}"
+    )
+
+    def evaluate(
+        context: dg.SensorEvaluationContext, dbt_cloud: DbtCloudWorkspace | None
+    ) -> dg.SensorResult:
+        # The cursor: `<last storage id seen>@<baseline time>` (a cursor from before the time
+        # was kept is only the id).
+        seen, _, since_s = (context.cursor or "0").partition("@")
+        records = context.instance.get_event_records(
+            dg.EventRecordsFilter(
+                event_type=dg.DagsterEventType.ASSET_MATERIALIZATION,
+                after_cursor=int(seen) or None,
+            ),
+            ascending=True,
+            limit=1000,
+        )
+        since = float(since_s) if since_s else None
+        if context.cursor is None:
+            since = dt.datetime.now(dt.UTC).timestamp()
+        last = str(records[-1].storage_id) if records else seen
+        latest = last if since is None else f"{last}@{since}"
+        if context.cursor is None:
+            return dg.SensorResult(
+                skip_reason=f"baseline: runs of {what} so far are not new", cursor=latest
+            )
+        runs = _upstream_runs(config, records, dbt_cloud, since)
+        if not runs:
+            return dg.SensorResult(skip_reason=f"no new run of {what}", cursor=latest)
+        if not enabled:
+            return dg.SensorResult(skip_reason=_disabled(name).skip_message, cursor=latest)
+        keys = {upstream: new_run_id() for upstream in runs}
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=upstream,
+                    partition_key=key,
+                    tags={TRIGGER_TAG: f"run_after:{upstream}"},
+                )
+                for upstream, key in keys.items()
+            ],
+            dynamic_partitions_requests=[partitions.build_add_request(list(keys.values()))],
+            cursor=latest,
+        )
+
+    description = f"Runs sync {name} when {what} finishes (seen by its polling sensor)."
+    if after.dbt_cloud_job:
+
+        @dg.sensor(
+            name=f"retl_{name}_run_after",
+            job=job,
+            default_status=sensor_status,
+            description=description,
+        )
+        def after_dbt_cloud(
+            context: dg.SensorEvaluationContext, retl_dbt_cloud: DbtCloudWorkspace
+        ) -> dg.SensorResult:
+            return evaluate(context, retl_dbt_cloud)
+
+        return after_dbt_cloud
+
+    @dg.sensor(
+        name=f"retl_{name}_run_after",
+        job=job,
+        default_status=sensor_status,
+        description=description,
+    )
+    def after_fivetran(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        return evaluate(context, None)
+
+    return after_fivetran
 
 
 def _sequence_sensors(
@@ -209,6 +353,11 @@ def _sequence_sensors(
         if not enabled:
             return _disabled(name)
         sequence = sequence_of(run)
+        if over_max_guardrail(run):
+            return dg.SkipReason(
+                f"sequence {sequence} stopped: sync {run.tags.get('retl/sync', run.job_name)} "
+                "rejected more than its guardrails.max_rejected_percent"
+            )
         waiting = [s for s in after if not succeeded_in(context.instance, s, sequence)]
         if waiting:
             return dg.SkipReason(f"sequence {sequence}: waiting for {', '.join(waiting)}")

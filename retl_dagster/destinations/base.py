@@ -46,6 +46,9 @@ class Batch:
     """Destination identifier that `Record.match_value` is matched against (e.g. `email`)."""
     salt: str = ""
     """Set by a replay, so its batches get new ids and are not dropped as duplicates."""
+    fill_only: frozenset[str] = frozenset()
+    """Fields mapped with `overwrite: false`: sent only where the destination's value is empty
+    (destinations with `reads_current_values`)."""
 
     @property
     def run_time(self) -> dt.datetime:
@@ -96,6 +99,9 @@ class SyncShape:
     kinds: tuple[str, ...] = ()
     """Each field's mapping kind (`column`, `static`, `object_select`, `object_build`,
     `array_select`, `array_pick`), in the order of `fields`."""
+
+    fill_only: tuple[str, ...] = ()
+    """Fields mapped with `overwrite: false`."""
 
     def kind(self, index: int) -> str:
         return self.kinds[index] if index < len(self.kinds) else "column"
@@ -195,6 +201,9 @@ class Destination(ABC, Generic[ConfigT]):
     max_concurrency: ClassVar[int] = 1
     """Batches this client may have in flight at once: above 1 only where `deliver` is safe
     to call from several threads (an httpx client and a thread-safe rate limiter)."""
+    reads_current_values: ClassVar[bool] = False
+    """True: `deliver` reads a record's current values first where a batch has `fill_only`
+    fields, so `overwrite: false` mappings fill only empty fields."""
     reports_match: ClassVar[bool] = False
     """Audience and conversion destinations: runs show identified rows and the match rate."""
     event_time_field: ClassVar[str | None] = None
@@ -241,6 +250,26 @@ class Destination(ABC, Generic[ConfigT]):
                     "match",
                     f"{cls.type} needs record matching in mode '{mode}'",
                     "add `match: {column: <model column>, field: <identifier>}`",
+                )
+            )
+        if sync.fill_only and not cls.reads_current_values:
+            i = sync.fields.index(sync.fill_only[0])
+            problems.append(
+                (
+                    f"mappings[{i + 1}].overwrite",
+                    f"{cls.type} cannot read a record's current values, so it cannot fill "
+                    f"'{sync.fill_only[0]}' only where it is empty",
+                    "remove `overwrite: false` (every run then writes the model's value), or "
+                    "sync to a destination that can (hubspot, salesforce)",
+                )
+            )
+        if sync.fill_only and mode in ("insert", "events"):
+            problems.append(
+                (
+                    "mode",
+                    f"`overwrite: false` has nothing to protect in mode '{mode}', which never "
+                    "touches existing records",
+                    "remove `overwrite: false`, or use mode update or upsert",
                 )
             )
         if cls.requires_object and not object_:

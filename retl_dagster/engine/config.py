@@ -85,6 +85,10 @@ class FieldMapping(_Strict):
     keep those properties of each element (an element that lacks one simply lacks it)."""
     sync_nulls: bool = True
     """False: a null in the model leaves the destination's value alone (the field is omitted)."""
+    overwrite: bool = True
+    """False: the field is filled only where the destination's value is empty, so a value
+    someone typed in the destination is never replaced (destinations that can read a record's
+    current values: HubSpot, Salesforce)."""
 
     _kind: MappingKind | None = pydantic.PrivateAttr(default=None)
 
@@ -128,7 +132,8 @@ class RecordMatch(_Strict):
 class SyncAlerts(_Strict):
     """Who hears about this sync's failed and partly failed runs."""
 
-    on: list[Literal["failed", "partial"]] = ["failed", "partial"]
+    on: list[Literal["failed", "partial", "guardrails"]] = ["failed", "partial", "guardrails"]
+    """`guardrails`: when the rejected share crosses a guardrail, and when it recovers."""
     slack: str | None = None
     """A Slack channel declared by the Alerts component (its incoming webhook)."""
     email: list[str] = []
@@ -145,6 +150,49 @@ class SyncAlerts(_Strict):
     def __getitem__(self, key: Any) -> Any:
         # Dagster's YAML loader looks keys up for error positions, `on` (read as true) included.
         return getattr(self, "on" if key is True else str(key))
+
+
+class Guardrails(_Strict):
+    """Limits a run is held to, in percent (0-100): the share of records sent that the
+    destination rejected (a warning, then an error), and the share of synced records one run
+    may remove."""
+
+    warn_rejected_percent: float | None = None
+    """Above this, the load's `rejected_records` check fails as a warning."""
+    max_rejected_percent: float | None = None
+    """Above this, the check fails as an error and a sequence stops after this sync."""
+    max_removed_percent: float | None = None
+    """A run removing more than this share of the synced records stops before sending."""
+
+    @pydantic.field_validator(
+        "warn_rejected_percent", "max_rejected_percent", "max_removed_percent", mode="before"
+    )
+    @classmethod
+    def _percent(cls, v: Any, info: pydantic.ValidationInfo) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 100:
+            raise invalid(
+                f"{info.field_name} is {v!r}, not a percentage",
+                f"give a number from 0 to 100, e.g. `{info.field_name}: 5`",
+            )
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _warn_below_max(self) -> Guardrails:
+        warn, top = self.warn_rejected_percent, self.max_rejected_percent
+        if warn is not None and top is not None and warn > top:
+            raise invalid(
+                f"warn_rejected_percent ({warn:g}) is above max_rejected_percent ({top:g})",
+                "make the warning threshold at most the maximum",
+                "warn_rejected_percent",
+            )
+        return self
+
+    @property
+    def checks_rejected(self) -> bool:
+        """Whether a rejected-share threshold is declared (the load then has its check)."""
+        return self.warn_rejected_percent is not None or self.max_rejected_percent is not None
 
 
 _DAYS = {
@@ -304,6 +352,29 @@ class TableChange(_Strict):
         return self
 
 
+class RunAfter(_Strict):
+    """Run when a job outside Dagster finishes: a dbt Cloud job or a Fivetran connector's sync
+    (the accounts are declared by a `retl_dagster.components.Upstreams` component)."""
+
+    dbt_cloud_job: int | None = None
+    """The dbt Cloud job id (the number in its URL: .../jobs/<id>)."""
+    fivetran_connector: str | None = None
+    """The Fivetran connector id (its connection's setup tab, e.g. `warn_enormous`)."""
+
+    @pydantic.model_validator(mode="after")
+    def _exactly_one(self) -> RunAfter:
+        given = [k for k in ("dbt_cloud_job", "fivetran_connector") if getattr(self, k)]
+        if len(given) != 1:
+            raise invalid(
+                "run_after needs exactly one of dbt_cloud_job or fivetran_connector "
+                f"(got {', '.join(given) or 'none'})",
+                "write `run_after: {dbt_cloud_job: 12345}` or "
+                "`run_after: {fivetran_connector: <connector id>}`; a second trigger needs a "
+                "second sync",
+            )
+        return self
+
+
 class SyncConfig(_Strict):
     """A sync: model -> diff -> destination."""
 
@@ -329,12 +400,17 @@ class SyncConfig(_Strict):
     """A rejected record is retried on every run for this long (with the model's latest values);
     after that it waits until its row changes."""
     alerts: SyncAlerts | None = None
+    guardrails: Guardrails | None = None
+    """Rejected-share thresholds (an asset check on the load) and a removal guard."""
     schedule: SyncSchedule | None = None
     """None: manual (runs only when started)."""
     run_on_model_update: bool = False
     """Also run whenever the model asset is materialised (e.g. by dbt in the same Dagster)."""
     run_on_table_change: TableChange | None = None
     """Also run when a warehouse table changes (loaded outside Dagster, e.g. by Fivetran)."""
+    run_after: RunAfter | None = None
+    """Also run when a dbt Cloud job or a Fivetran connector sync finishes (seen by
+    dagster-dbt's / dagster-fivetran's polling sensor)."""
     after: list[str] = pydantic.Field(default_factory=list)
     """Sequences: run when each of these syncs finished successfully in the same sequence run
     (started by the sequence's first sync); a failure stops the sequence."""
@@ -420,6 +496,10 @@ class SyncConfig(_Strict):
             )
         return warnings
 
+    def fill_only(self) -> frozenset[str]:
+        """Fields mapped with `overwrite: false`: filled only where the destination is empty."""
+        return frozenset(m.to for m in self.mappings if not m.overwrite)
+
     def source_columns(self) -> list[str]:
         """The model columns the sync reads: the primary key first, then mapped columns."""
         cols = [self.primary_key]
@@ -501,8 +581,14 @@ def explain(exc: pydantic.ValidationError, sync: str, source: str = "") -> list[
     """pydantic's errors as sentences that name the sync, the field and the fix."""
     where = f" ({source})" if source else ""
     out = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
+    errors = exc.errors()
+    for err in errors:
+        # Dagster's resolved model wraps blocks in validators (`function-after[...]`) and
+        # accepts a templated string in their place (`str`): not the YAML's path.
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        if loc and loc[-1] == "str" and err["type"] == "string_type" and len(errors) > 1:
+            continue  # the block was not a template either: the other error says why
+        loc = tuple(loc)
         ctx = err.get("ctx") or {}
         path = field_path(loc)
         if ctx.get("field"):

@@ -24,8 +24,9 @@ class AlertError(RuntimeError):
 @dataclass
 class RunAlert:
     sync: str
-    status: Literal["failed", "partial", "stopped"]
-    """`stopped`: a sequence stopped before this sync, because a sync it follows failed."""
+    status: Literal["failed", "partial", "stopped", "warn", "error", "recovered"]
+    """`stopped`: a sequence stopped before this sync, because a sync it follows failed.
+    `warn` / `error` / `recovered`: the rejected share crossed a guardrail, or is back within."""
     run_id: str
     """The sync run (partition) id."""
     dagster_run_id: str
@@ -38,6 +39,12 @@ class RunAlert:
     def headline(self) -> str:
         if self.status == "stopped":
             return f"retl sequence stopped: sync {self.sync} did not run"
+        if self.status == "warn":
+            return f"retl sync {self.sync}: rejected records above warn_rejected_percent"
+        if self.status == "error":
+            return f"retl sync {self.sync}: rejected records above max_rejected_percent"
+        if self.status == "recovered":
+            return f"retl sync {self.sync} recovered: rejected records within its guardrails"
         what = "failed" if self.status == "failed" else "partly failed (records rejected)"
         return f"retl sync {self.sync} {what}"
 

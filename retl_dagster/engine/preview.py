@@ -125,5 +125,6 @@ def send_one_row(
         config.object,
         [record],
         config.match.field if config.match else None,
+        fill_only=config.fill_only(),
     )
     return record, destination.deliver(batch)

@@ -165,4 +165,5 @@ def sync_shape(cfg: SyncConfig) -> SyncShape:
         cfg.match.field if cfg.match else None,
         [m.to for m in cfg.mappings],
         tuple(m.kind.tag for m in cfg.mappings),
+        tuple(m.to for m in cfg.mappings if not m.overwrite),
     )

@@ -18,12 +18,13 @@ import httpx
 from retl_dagster.destinations.base import AnyDestination, BatchResult, Record
 from retl_dagster.destinations.http import HttpClient
 from retl_dagster.engine import diff as diff_stage
-from retl_dagster.engine import preview
+from retl_dagster.engine import guardrails, preview
 from retl_dagster.engine.config import ConfigError, SyncConfig
 from retl_dagster.engine.delivery import LoadResult, Progress, delivered_before, load
 from retl_dagster.engine.diff import DiffCounts, KeyReport
 from retl_dagster.engine.model_sql import model_select
-from retl_dagster.engine.runs import get_run, prune, record_run
+from retl_dagster.engine.runs import get_run, mark_incomplete, prune, record_run
+from retl_dagster.engine.state import SyncTables
 from retl_dagster.engine.state import reset as reset_state
 from retl_dagster.engine.warehouse import Warehouse
 
@@ -53,14 +54,21 @@ def diff_run(
     *,
     replay_of: str | None = None,
     dagster_run_id: str | None = None,
+    allow_removals: bool = False,
 ) -> DiffOutcome:
     """Diff the model against the sync's state into run `run_id`, after checking its keys.
 
     A run whose diff is already stored (its partition run again), or a replay of an earlier run
     (`replay_of`), sends those stored records again rather than diffing anew. The run's row moves
-    querying -> preparing -> queued, or to failed with the reason.
+    querying -> preparing -> queued, or to failed with the reason. A diff removing more than the
+    sync's `guardrails.max_removed_percent` of its synced records fails the run and is dropped
+    (so running the partition again diffs anew), unless `allow_removals`.
     """
     name = config.name
+    # One run of a sync at a time (retl's run queue limits tag retl/sync to 1; `retl sync`
+    # refuses a second): a run of this sync still in flight in the state died, wherever it
+    # ran (a killed worker on another machine too). It shows Incomplete; this run resumes it.
+    mark_incomplete(wh, name, except_run=run_id)
     if replay_of:
         # An unknown run to replay is a mistake at launch: no run row, nothing turns red.
         problem = replay_problem(wh, config, replay_of)
@@ -83,7 +91,8 @@ def diff_run(
             error=None,
         )
         return DiffOutcome(counts=counts, replay_of=source)
-    record_run(wh, name, run_id, status="querying", dagster_run_id=dagster_run_id)
+    # error=None: a partition run again (e.g. with allow_removals) starts without the old error.
+    record_run(wh, name, run_id, status="querying", dagster_run_id=dagster_run_id, error=None)
     try:
         model_sql = model_select(config)
         diff_stage.model_columns(wh, config, model_sql)
@@ -99,6 +108,9 @@ def diff_run(
         return DiffOutcome(keys=keys, error=message)
     record_run(wh, name, run_id, status="preparing", rows_queried=keys.rows)
     counts = diff_stage.compute_diff(wh, config, model_sql, run_id, keys.rows)
+    guard = _removal_guard(wh, config, run_id, counts, allow_removals)
+    if guard is not None:
+        return DiffOutcome(counts=counts, keys=keys, error=guard)
     record_run(
         wh,
         name,
@@ -109,6 +121,34 @@ def diff_run(
         removed=counts.removed,
     )
     return DiffOutcome(counts=counts, keys=keys)
+
+
+def _removal_guard(
+    wh: Warehouse, config: SyncConfig, run_id: str, counts: DiffCounts, allow: bool
+) -> str | None:
+    """Stop a run whose removals exceed `guardrails.max_removed_percent` of the synced records:
+    its stored diff is dropped and its row fails with why; nothing is sent, state unchanged."""
+    limit = config.guardrails.max_removed_percent if config.guardrails else None
+    if allow or limit is None or not counts.removed:
+        return None
+    t = SyncTables(config.name)
+    row = wh.fetchone(f"select count(*) from {t.state}")
+    problem = guardrails.removal_problem(config, counts.removed, int(row[0]) if row else 0)
+    if problem is None:
+        return None
+    wh.execute(f"delete from {t.diff} where _retl_run_id = ?", [run_id])
+    record_run(
+        wh,
+        config.name,
+        run_id,
+        status="failed",
+        error=problem,
+        added=counts.added,
+        changed=counts.changed,
+        removed=counts.removed,
+        finished=True,
+    )
+    return problem
 
 
 def replay_problem(wh: Warehouse, config: SyncConfig, run_id: str) -> str | None:
@@ -137,6 +177,10 @@ class LoadOutcome:
     """The run's row in `_retl.sync_runs` after the load."""
     pruned: list[str] = field(default_factory=list)
     """Runs dropped past the sync's retention (their partitions should go too)."""
+    guardrail: guardrails.RejectedCheck | None = None
+    """The rejected share graded, when the sync declares a rejected threshold."""
+    guardrail_change: guardrails.LevelChange | None = None
+    """The grade's change since the sync's previous graded run (None: unchanged)."""
 
 
 def load_run(
@@ -181,7 +225,11 @@ def load_run(
         finished=True,
     )
     run = get_run(wh, name, run_id) or {}
-    return LoadOutcome(result, status, run, prune(wh, name, config.retention_days))
+    sent = result.total_succeeded + result.total_rejected
+    check = guardrails.rejected_check(config.guardrails, result.total_rejected, sent)
+    change = guardrails.record_level(wh, name, check, run_id) if check else None
+    pruned = prune(wh, name, config.retention_days)
+    return LoadOutcome(result, status, run, pruned, check, change)
 
 
 def plan(wh: Warehouse, config: SyncConfig, samples: int = 3) -> preview.Plan:

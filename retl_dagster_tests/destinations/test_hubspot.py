@@ -339,3 +339,35 @@ def test_a_delete_without_a_known_id_reads_then_archives_within_the_contract(
     [read] = [e.body for e in hubspot.log if e.path.endswith("/batch/read")]
     assert read["propertiesWithHistory"] == []  # required by HubSpot's model
     assert hubspot.archived["contacts"] == {"7"}
+
+
+def test_overwrite_false_fills_only_what_hubspot_has_empty(
+    hubspot: FakeHubSpot, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    """A sales rep's typed value survives; an empty field is filled; a new contact gets all."""
+    people(warehouse_path, 3)
+    hubspot.objects["contacts"]["901"] = {
+        "email": "person1@example.com",
+        "firstname": "Typed By A Rep",
+        "plan": "",
+    }
+    yaml = (
+        sync(mode="upsert", delete="nothing")
+        .replace("{from: first, to: firstname}", "{from: first, to: firstname, overwrite: false}")
+        .replace("{from: plan, to: plan}", "{from: plan, to: plan, overwrite: false}")
+    )
+    outcome = run_sync(defs_from_yaml(destination(), yaml), "contacts", instance)
+    assert outcome.status == "succeeded", outcome.summary
+    people_now = contacts(hubspot)
+    assert people_now["person1@example.com"]["firstname"] == "Typed By A Rep"  # kept
+    assert people_now["person1@example.com"]["plan"] == "free"  # was empty: filled
+    assert people_now["person2@example.com"]["firstname"] == "First2"  # new: everything
+
+
+def test_overwrite_false_is_refused_where_the_destination_cannot_read_values() -> None:
+    from retl_dagster_tests.harness import WEBHOOK_DESTINATION
+    from retl_dagster_tests.test_sync_e2e import SYNC
+
+    yaml = SYNC.replace("{from: plan, to: plan}", "{from: plan, to: plan, overwrite: false}")
+    with pytest.raises(Exception, match=r"mappings\[2\]\.overwrite.*webhook cannot read"):
+        defs_from_yaml(WEBHOOK_DESTINATION, yaml)

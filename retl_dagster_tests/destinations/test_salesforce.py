@@ -171,3 +171,28 @@ def test_validate_checks_fields_against_describe(sf: FakeSalesforce) -> None:
     [error] = remote_property_errors(defs_from_yaml(dest(), bad))
     assert "field 'mappings[3].to': 'Tier__c' is not a property of salesforce Contact" in error
     assert "use one of Email, External_Id__c, FirstName, Id, LastName, Plan__c" in error
+
+
+def test_overwrite_false_fills_only_what_salesforce_has_empty(
+    sf: FakeSalesforce, instance: dg.DagsterInstance, warehouse_path: Path
+) -> None:
+    people(warehouse_path, 3)
+    sf.records["003000000000901"] = {
+        "_type": "Contact",
+        "Id": "003000000000901",
+        "External_Id__c": "E1",
+        "LastName": "Typed By A Rep",
+        "Email": None,
+    }
+    yaml = (
+        sync("upsert", "nothing")
+        .replace("{from: last, to: LastName}", "{from: last, to: LastName, overwrite: false}")
+        .replace("{from: email, to: Email}", "{from: email, to: Email, overwrite: false}")
+    )
+    out = run_sync(defs_from_yaml(dest(), yaml), "sf_contacts", instance)
+    assert out.status == "succeeded", out.summary
+    by_ext = {r["External_Id__c"]: r for r in sf.of_type("Contact")}
+    assert by_ext["E1"]["LastName"] == "Typed By A Rep"  # kept
+    assert by_ext["E1"]["Email"] == "p1@example.com"  # was empty: filled
+    assert by_ext["E1"]["Plan__c"] == "pro"  # overwrite (the default)
+    assert by_ext["E2"]["LastName"] == "Last2"  # new: everything

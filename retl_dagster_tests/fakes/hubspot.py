@@ -275,7 +275,11 @@ class FakeHubSpot(FakeServer):
             if oid is None:
                 missing.append(str(item["id"]))
             else:
-                results.append({"id": oid, "properties": self.objects[t][oid]})
+                # As HubSpot: only the properties asked for (and the object's id).
+                stored = self.objects[t][oid]
+                wanted = set(body.get("properties") or stored) | {"hs_object_id"}
+                props = {k: v for k, v in stored.items() if k in wanted}
+                results.append({"id": oid, "properties": {**props, "hs_object_id": oid}})
         if not missing:
             return _json(200, {"status": "COMPLETE", "results": results})
         return _json(

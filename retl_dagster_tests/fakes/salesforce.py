@@ -7,7 +7,7 @@
   records (else 400 `EXCEEDED_ID_LIMIT`); `allOrNone: false` answers one result per record in
   order, with `errors: [{statusCode, message, fields}]` for the ones refused; an unknown field
   fails the request with 400 `INVALID_FIELD`;
-- `GET /query?q=SELECT Id, F FROM T WHERE F IN (...)`;
+- `GET /query?q=SELECT Id, F[, G...] FROM T WHERE F IN (...)` (an unknown field: INVALID_FIELD);
 - past the rate limit: 403 `REQUEST_LIMIT_EXCEEDED`, Salesforce's way of saying slow down.
 """
 
@@ -29,7 +29,7 @@ FIELDS = {
 REQUIRED = {"Contact": ["LastName"], "Account": ["Name"]}
 PREFIX = {"Contact": "003", "Account": "001"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_SOQL = re.compile(r"SELECT Id, (\w+) FROM (\w+) WHERE (\w+) IN \((.*)\)$")
+_SOQL = re.compile(r"SELECT Id, ([\w, ]+) FROM (\w+) WHERE (\w+) IN \((.*)\)$")
 
 
 def _json(status: int, body: Any) -> Response:
@@ -306,10 +306,22 @@ class FakeSalesforce(FakeServer):
         m = _SOQL.match(request.args.get("q", ""))
         if not m:
             return _json(400, [{"message": "unexpected token", "errorCode": "MALFORMED_QUERY"}])
-        field, t, where, values = m.groups()
+        listed, t, where, values = m.groups()
+        fields = [f.strip() for f in listed.split(",")]
+        unknown = [f for f in [*fields, where] if f not in FIELDS.get(t, set())]
+        if unknown:
+            return _json(
+                400,
+                [
+                    {
+                        "message": f"No such column '{unknown[0]}' on entity '{t}'",
+                        "errorCode": "INVALID_FIELD",
+                    }
+                ],
+            )
         wanted = {v.strip().strip("'") for v in values.split(",")}
         rows = [
-            {"attributes": {"type": t}, "Id": rid, field: rec.get(field)}
+            {"attributes": {"type": t}, "Id": rid, **{f: rec.get(f) for f in fields}}
             for rid, rec in self.records.items()
             if rec["_type"] == t and str(rec.get(where)) in wanted
         ]

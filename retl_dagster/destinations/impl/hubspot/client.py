@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Sequence
@@ -108,6 +109,7 @@ class HubSpotDestination(Destination[HubSpotConfig]):
     max_batch_size = 100
     requires_object = True
     requires_match = frozenset({"update", "upsert", "mirror"})
+    reads_current_values = True  # batch/read by the match property
 
     def __init__(self, name: str, config: HubSpotConfig) -> None:
         super().__init__(name, config)
@@ -218,12 +220,54 @@ class HubSpotDestination(Destination[HubSpotConfig]):
         result = BatchResult()
         writes = [r for r in batch.records if r.op != "removed"]
         removes = [r for r in batch.records if r.op == "removed"]
+        if writes and batch.fill_only and batch.mode != "insert":
+            writes = self._without_filled(batch, writes, result)
         if writes:
             action = {"insert": "create", "update": "update"}.get(batch.mode, "upsert")
             self._write(batch, action, writes, result)
         if removes:
             self._archive(batch, removes, result)
         return result
+
+    def _without_filled(
+        self, batch: Batch, records: list[Record], out: BatchResult
+    ) -> list[Record]:
+        """`overwrite: false`: read the records' current values (one batch/read by the match
+        property) and leave out each fill-only field that already has a value in HubSpot. A
+        record HubSpot does not have yet gets every field."""
+        assert batch.object and batch.match_field
+        fill = sorted(batch.fill_only)
+        response = self._post(
+            batch.object,
+            "read",
+            {
+                "idProperty": batch.match_field,
+                "properties": [batch.match_field, *fill],
+                "propertiesWithHistory": [],
+                "inputs": [{"id": self._id(r.match_value)} for r in records],
+            },
+        )
+        if response.status_code not in (200, 207):
+            # Without the current values a fill-only field could clobber a typed one.
+            for r in records:
+                out.rejected[r.key] = f"reading current values failed: {_message(response)}"
+            return []
+        current = {
+            str(res["properties"].get(batch.match_field)): res["properties"]
+            for res in response.json().get("results", [])
+        }
+        kept = []
+        for r in records:
+            have = current.get(self._id(r.match_value), {})
+            filled = {f for f in fill if have.get(f) not in (None, "")}
+            kept.append(
+                dataclasses.replace(
+                    r, fields={k: v for k, v in r.fields.items() if k not in filled}
+                )
+                if filled
+                else r
+            )
+        return kept
 
     def _write(self, batch: Batch, action: str, records: list[Record], out: BatchResult) -> None:
         sendable: list[tuple[Record, dict[str, Any]]] = []

@@ -5,6 +5,8 @@ record Ids by external id when a record's Id is not known yet."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -36,6 +38,7 @@ class SalesforceDestination(Destination[SalesforceConfig]):
     max_batch_size = MAX_RECORDS
     requires_object = True
     requires_match = frozenset({"update", "upsert", "mirror"})
+    reads_current_values = True  # SOQL by the external id
 
     def __init__(self, name: str, config: SalesforceConfig) -> None:
         super().__init__(name, config)
@@ -114,26 +117,50 @@ class SalesforceDestination(Destination[SalesforceConfig]):
         return said
 
     # -- delivery ---------------------------------------------------------------------------
-    def _ids_by_external_id(self, object_: str, field: str, values: list[Any]) -> dict[str, str]:
-        """Salesforce Ids of records whose `field` is one of `values` (SOQL)."""
+    def _by_external_id(
+        self, object_: str, field: str, values: list[Any], also: Sequence[str] = ()
+    ) -> dict[str, dict[str, Any]]:
+        """Records whose `field` is one of `values`, by that value: their Id, `field` and the
+        fields in `also` (SOQL)."""
         quoted = ", ".join(
             "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values
         )
-        found: dict[str, str] = {}
+        listed = ", ".join(dict.fromkeys([field, *also]))
         answer = self._call(
             "GET",
             "/query",
-            params={"q": f"SELECT Id, {field} FROM {object_} WHERE {field} IN ({quoted})"},
+            params={"q": f"SELECT Id, {listed} FROM {object_} WHERE {field} IN ({quoted})"},
         )
-        for rec in answer.get("records", []):
-            found[str(rec[field])] = rec["Id"]
-        return found
+        return {str(rec[field]): rec for rec in answer.get("records", [])}
+
+    def _ids_by_external_id(self, object_: str, field: str, values: list[Any]) -> dict[str, str]:
+        """Salesforce Ids of records whose `field` is one of `values` (SOQL)."""
+        return {v: rec["Id"] for v, rec in self._by_external_id(object_, field, values).items()}
+
+    def _without_filled(self, batch: Batch, records: list[Record]) -> list[Record]:
+        """`overwrite: false`: read the records' current values (one SOQL query by the match
+        field) and leave out each fill-only field Salesforce already has a value in. A record
+        Salesforce does not have yet gets every field."""
+        assert batch.object and batch.match_field
+        fill = sorted(batch.fill_only)
+        current = self._by_external_id(
+            batch.object, batch.match_field, [r.match_value for r in records], fill
+        )
+        kept = []
+        for r in records:
+            have = current.get(str(r.match_value), {})
+            filled = {f for f in fill if have.get(f) not in (None, "")}
+            fields = {k: v for k, v in r.fields.items() if k not in filled}
+            kept.append(dataclasses.replace(r, fields=fields) if filled else r)
+        return kept
 
     def deliver(self, batch: Batch) -> BatchResult:
         assert batch.object
         out = BatchResult()
         writes = [r for r in batch.records if r.op != "removed"]
         removes = [r for r in batch.records if r.op == "removed"]
+        if writes and batch.fill_only and batch.mode != "insert" and batch.match_field:
+            writes = self._without_filled(batch, writes)
         if writes:
             self._write(batch, writes, out)
         if removes:
