@@ -415,7 +415,9 @@ def test_the_compose_instance_is_the_deploy_instance_with_dockers_launcher() -> 
     launcher = docker.pop("run_launcher")
     assert docker == deploy
     assert (launcher["module"], launcher["class"]) == ("dagster_docker", "DockerRunLauncher")
-    assert {"DAGSTER_PG_URL", "RETL_WAREHOUSE"} <= set(launcher["config"]["env_vars"])
+    assert {"DAGSTER_PG_URL", "RETL_WAREHOUSE", "RETL_RATE_LIMITS"} <= set(
+        launcher["config"]["env_vars"]
+    )
     compose = load("docker-compose.yaml")
     assert launcher["config"]["network"] in {n["name"] for n in compose["networks"].values()}
 

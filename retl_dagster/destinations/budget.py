@@ -3,23 +3,28 @@
 A destination's limit (its `requests_per_second`, or its API's documented rate) is one bucket of
 pyrate-limiter kept in a SQLite file that every process on the machine opens, with a file lock:
 two runs writing to the same HubSpot portal share HubSpot's 100 requests per 10 s instead of
-each taking all of it. `RETL_RATE_LIMITS` names the file (default `<data dir>/rate_limits.sqlite`);
+each taking all of it. `RETL_RATE_LIMITS` names the file (default `<data dir>/rate_limits.sqlite`)
+or a PostgreSQL URL;
 `RETL_RATE_LIMITS=memory` keeps the budget per process. A 429 still backs off (http.py).
 
-Why pyrate-limiter's SQLite bucket: it is the well-kept limiter the project already uses, and
-SQLite with a file lock needs no server; runs on several machines need a shared file or, later,
-its PostgreSQL bucket.
+Why pyrate-limiter's buckets: it is the well-kept limiter the project already uses. SQLite with a
+file lock needs no server and serves one machine; a deployment whose runs start on several
+machines (the Docker or Kubernetes run launcher) sets `RETL_RATE_LIMITS` to a PostgreSQL URL
+(e.g. Dagster's own database) and gets pyrate-limiter's PostgreSQL bucket, shared by them all.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 
-from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
+import sqlalchemy as sa
+from psycopg_pool import ConnectionPool
+from pyrate_limiter import Duration, Limiter, PostgresBucket, Rate, SQLiteBucket
 
-from retl_dagster.common.settings import data_dir
+from retl_dagster.common.settings import data_dir, is_url
 
 RATE_LIMITS_ENV = "RETL_RATE_LIMITS"
 
@@ -46,12 +51,31 @@ def budget_location() -> str:
     return os.environ.get(RATE_LIMITS_ENV) or str(data_dir() / "rate_limits.sqlite")
 
 
+_pools: dict[str, ConnectionPool] = {}
+_pools_lock = threading.Lock()
+
+
+def _pg_pool(url: str) -> ConnectionPool:
+    """One small connection pool per process for a PostgreSQL budget (psycopg's own pool, which
+    pyrate-limiter's bucket takes)."""
+    with _pools_lock:
+        pool = _pools.get(url)
+        if pool is None:
+            conninfo = sa.make_url(url).set(drivername="postgresql").render_as_string(False)
+            pool = _pools[url] = ConnectionPool(conninfo, min_size=1, max_size=4, open=True)
+        return pool
+
+
 def shared_limiter(destination: str, rates: list[Rate]) -> Limiter:
-    """The limiter of `destination`'s budget (its bucket is keyed by the destination's name)."""
+    """The limiter of `destination`'s budget (its bucket is keyed by the destination's name):
+    in a SQLite file every process on the machine shares, or, with a PostgreSQL URL, in that
+    database, shared by runs on every machine (a deployment's run workers)."""
     location = budget_location()
     if location == "memory":
         return Limiter(rates)
-    Path(location).parent.mkdir(parents=True, exist_ok=True)
     table = "retl_" + re.sub(r"\W", "_", destination)
+    if is_url(location):
+        return Limiter(PostgresBucket(_pg_pool(location), table, rates))
+    Path(location).parent.mkdir(parents=True, exist_ok=True)
     bucket = SQLiteBucket.init_from_file(rates, table=table, db_path=location, use_file_lock=True)
     return Limiter(bucket)

@@ -14,6 +14,8 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
+from retl_dagster_tests.harness import PG_URL, fresh_pg_database
+
 SENDER = """
 import sys
 from retl_dagster.destinations.http import HttpClient, HttpSettings
@@ -61,6 +63,20 @@ def test_two_runs_share_one_destinations_budget(
     two_runs(url, tmp_path, str(tmp_path / "budget.sqlite"))
     assert len(seen) == 16
     assert busiest_second(seen) <= 4  # the limit, for both runs together
+
+
+@pytest.mark.skipif(not PG_URL, reason="no PostgreSQL: export RETL_TEST_PG_URL")
+def test_runs_on_several_machines_share_a_budget_kept_in_postgresql(
+    arrivals: tuple[str, list[float]], tmp_path: Path
+) -> None:
+    """With RETL_RATE_LIMITS a PostgreSQL URL the bucket is in the database, not a local file:
+    run workers on different machines (each with its own disk) still share the limit."""
+    url, seen = arrivals
+    with fresh_pg_database() as database:
+        two_runs(url, tmp_path, database)
+    assert len(seen) == 16
+    assert busiest_second(seen) <= 4
+    assert not list(tmp_path.glob("*.sqlite"))  # nothing kept on the machine's disk
 
 
 def test_without_a_shared_budget_each_run_takes_the_whole_limit(
