@@ -9,6 +9,7 @@ install:  ## a venv with the project and its test tools
 	python3.11 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e retl_dagster_tests/plugin_sample  # the sample destination plugin
 
 test:  ## the README's test command (PostgreSQL tests need RETL_TEST_PG_URL: .ci/start_postgres.sh)
 	$(PY) -m pytest -q

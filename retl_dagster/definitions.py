@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from dagster.components.core.component_tree import ComponentTree
@@ -86,15 +87,18 @@ def isolate_broken_syncs(components: list[dg.Component]) -> None:
     placeholder showing its error); the rest build as usual."""
     syncs = [c for c in components if isinstance(c, Sync)]
     destinations: dict[str, tuple[str, str | None]] = {}
+    options: dict[str, dict[str, Any]] = {}
     for c in components:
         if isinstance(c, Destinations):
             destinations |= {d.name: (d.type, d.error) for d in c.destinations}
+            options |= {d.name: d.options for d in c.destinations if d.error is None}
     alerts = next((c.resource() for c in components if isinstance(c, Alerts)), None)
     problems = reference_problems(
         [SyncConfig.model_validate(s.model_dump(by_alias=True)) for s in syncs],
         destinations,
         alerts,
         invalid=[c.name for c in components if isinstance(c, InvalidSync)],
+        options=options,
     )
     for s in syncs:
         if s.name in problems:

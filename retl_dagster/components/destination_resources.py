@@ -18,6 +18,7 @@ from retl_dagster.destinations import (
     DestinationConfigError,
     build_destination,
     secret_fields,
+    verbatim_fields,
 )
 from retl_dagster.engine.declarations import check_destination
 
@@ -71,7 +72,8 @@ def _resolve_destinations(
         except DestinationConfigError as exc:
             # Name the line of the offending key, not the `destinations:` block's.
             tree = context.source_position_tree
-            key = [*context.path, name] + ([exc.field] if exc.field not in ("name", "type") else [])
+            field = exc.field.split(".") if exc.field not in ("name", "type") else []
+            key = [*context.path, name, *field]
             position = tree.lookup_closest_and_path(key, None)[0] if tree else None
             exc = DestinationConfigError(
                 exc.destination, exc.field, exc.problem, exc.fix, _relative(position)
@@ -96,7 +98,7 @@ def _relative(position: Any) -> str:
 def _resolve_one(context: dg.ResolutionContext, name: str, spec: Any) -> DestinationDecl:
     type_ = check_destination(name, spec)
     rest = {k: v for k, v in spec.items() if k != "type"}
-    options, env = split_env_refs(context, name, rest, secret_fields(type_))
+    options, env = split_env_refs(context, name, rest, secret_fields(type_), verbatim_fields(type_))
     pool_limit(name, type_, options)  # a bad limit is this declaration's error
     return DestinationDecl(name=name, type=type_, options=options, env=env)
 

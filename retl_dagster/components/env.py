@@ -13,14 +13,20 @@ from retl_dagster.engine import declarations
 
 
 def split_env_refs(
-    context: dg.ResolutionContext, name: str, spec: dict[str, Any], secrets: set[str]
+    context: dg.ResolutionContext,
+    name: str,
+    spec: dict[str, Any],
+    secrets: set[str],
+    verbatim: set[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """(plain options, option -> environment variable) of one declaration's raw YAML.
 
     Called by a custom resolver, which sees the YAML before templating, so `{{ env.X }}` stays a
     reference to X (read in the run) instead of becoming the secret's value in the definitions.
     """
-    return declarations.split_env_refs(name, spec, secrets, context.resolve_value)
+    return declarations.split_env_refs(
+        name, spec, secrets, context.resolve_value, verbatim=verbatim or set()
+    )
 
 
 class EnvBackedResource(dg.ConfigurableResource):
@@ -42,7 +48,12 @@ class EnvBackedResource(dg.ConfigurableResource):
                     f"environment variable {var} is not set",
                     f"export {var}=... (or put it in the project's .env)",
                 )
-            opts[option] = value
+            # A nested option (`auth.token`) goes into its object.
+            *outer, last = option.split(".")
+            target = opts
+            for part in outer:
+                target = target.setdefault(part, {})
+            target[last] = value
         return opts
 
     def redact(self, text: str) -> str:

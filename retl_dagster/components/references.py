@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 
 from retl_dagster.components.alerts import ALERTS_RESOURCE, AlertChannels
@@ -34,10 +36,18 @@ def check_references(defs: dg.Definitions) -> None:
         for r in resources.values()
         if isinstance(r, DestinationResource)
     }
+    options = {
+        r.name: json.loads(r.options_json)
+        for r in resources.values()
+        if isinstance(r, DestinationResource)
+    }
     alerts = resources.get(ALERTS_RESOURCE)
     configs = sync_configs(defs)
     problems = reference_problems(
-        configs, destinations, alerts if isinstance(alerts, AlertChannels) else None
+        configs,
+        destinations,
+        alerts if isinstance(alerts, AlertChannels) else None,
+        options=options,
     )
     for cfg in configs:  # in name order, so the same mistake always reads the same
         if cfg.name in problems:

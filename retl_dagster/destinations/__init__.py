@@ -16,6 +16,7 @@ from retl_dagster.destinations.registry import (
     destination_class,
     destination_types,
     secret_fields,
+    verbatim_fields,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "destination_class",
     "destination_types",
     "secret_fields",
+    "verbatim_fields",
 ]

@@ -144,6 +144,10 @@ class DestinationConfig(pydantic.BaseModel):
     """Syncs delivering to this destination at once (its Dagster pool's limit); None: the
     destination type's `pool_limit`."""
 
+    verbatim_fields: ClassVar[frozenset[str]] = frozenset()
+    """Options kept as written: Dagster's templating does not render them (they hold the
+    destination's own templates, e.g. the `http` type's `operations`)."""
+
     @classmethod
     def field_names(cls) -> list[str]:
         """The fields in the order the config's classes declare them, a field a subclass declares
@@ -323,6 +327,19 @@ class Destination(ABC, Generic[ConfigT]):
     @classmethod
     def check_specific(cls, sync: SyncShape) -> list[Problem]:
         """This API's own rules (override)."""
+        return []
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[Problem]:
+        """Rules of the destination's declared options checked at load, before any run (its
+        secrets are still environment references): e.g. templates' syntax. (field, problem,
+        fix) with the option's dotted path as field."""
+        return []
+
+    @classmethod
+    def check_declared(cls, options: Mapping[str, Any], sync: SyncShape) -> list[Problem]:
+        """Rules joining the destination's declared options and a sync (e.g. templates reading
+        only fields the sync maps), at load like `check_sync`."""
         return []
 
     def __init__(self, name: str, config: ConfigT) -> None:

@@ -1,9 +1,17 @@
 """Destination types by name, each imported on first use: `import retl_dagster.destinations`
-loads no API client (nor its dependencies) until a sync asks for its type."""
+loads no API client (nor its dependencies) until a sync asks for its type.
+
+Besides the built-in types, an installed package may add its own through the Python entry point
+group `retl_dagster.destinations` (`<type> = "<module>:<Destination subclass>"`): their names are
+read from the packages' metadata once, and each is imported on first use like a built-in. A
+plugin cannot take a built-in's name."""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
+import typing
 from typing import Any
 
 import pydantic
@@ -15,6 +23,7 @@ _IMPL = "retl_dagster.destinations.impl"
 
 DESTINATIONS: dict[str, str] = {
     "webhook": f"{_IMPL}.webhook.client:WebhookDestination",
+    "http": f"{_IMPL}.http.client:HttpDestination",
     "file": f"{_IMPL}.file.client:FileDestination",
     "postgres": f"{_IMPL}.postgres.client:PostgresDestination",
     "hubspot": f"{_IMPL}.hubspot.client:HubSpotDestination",
@@ -25,26 +34,70 @@ DESTINATIONS: dict[str, str] = {
     "google_sheets": f"{_IMPL}.google_sheets.client:GoogleSheetsDestination",
     "facebook_conversions": f"{_IMPL}.facebook.client:FacebookConversionsDestination",
     "google_ads": f"{_IMPL}.google_ads.client:GoogleAdsDestination",
+    "klaviyo": f"{_IMPL}.klaviyo.client:KlaviyoDestination",
+    "zendesk": f"{_IMPL}.zendesk.client:ZendeskDestination",
+    "customerio": f"{_IMPL}.customerio.client:CustomerIODestination",
 }
 """Type name -> `module:ClassName` of its Destination."""
 
 _loaded: dict[str, type[Destination[Any]]] = {}
 
+ENTRY_POINT_GROUP = "retl_dagster.destinations"
+
+
+@functools.cache
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """Plugin type name -> its entry point (metadata only: nothing is imported)."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _plugin_label(ep: importlib.metadata.EntryPoint) -> str:
+    package = ep.dist.name if ep.dist is not None else "an installed package"
+    return f"package '{package}' (entry point {ENTRY_POINT_GROUP}: {ep.name} = {ep.value})"
+
+
+def plugins() -> dict[str, str]:
+    """Plugin type name -> `module:Class`, built-in names left out (they are refused)."""
+    return {n: ep.value for n, ep in _entry_points().items() if n not in DESTINATIONS}
+
 
 def destination_types() -> list[str]:
-    """Every type name a destination may declare, sorted."""
-    return sorted(DESTINATIONS)
+    """Every type name a destination may declare, sorted: built-ins and installed plugins."""
+    return sorted({*DESTINATIONS, *plugins()})
+
+
+def _claimed_builtin(name: str, type_: str) -> DestinationConfigError | None:
+    ep = _entry_points().get(type_)
+    if ep is None or type_ not in DESTINATIONS:
+        return None
+    return DestinationConfigError(
+        name,
+        "type",
+        f"{_plugin_label(ep)} claims '{type_}', the name of the built-in destination "
+        f"{DESTINATIONS[type_]}; a plugin cannot replace a built-in",
+        f"give the plugin's destination another type name in its pyproject.toml "
+        f'[project.entry-points."{ENTRY_POINT_GROUP}"], or uninstall it',
+    )
 
 
 def _load(type_: str) -> type[Destination[Any]]:
     cls = _loaded.get(type_)
     if cls is None:
-        module, _, attr = DESTINATIONS[type_].partition(":")
-        loaded = getattr(importlib.import_module(module), attr)
+        target = DESTINATIONS.get(type_) or plugins()[type_]
+        where = target if type_ in DESTINATIONS else _plugin_label(_entry_points()[type_])
+        module, _, attr = target.partition(":")
+        try:
+            loaded = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            if type_ in DESTINATIONS:
+                raise
+            raise TypeError(f"destination type '{type_}' of {where} cannot load: {exc}") from exc
         if not (isinstance(loaded, type) and issubclass(loaded, Destination)):
-            raise TypeError(f"{DESTINATIONS[type_]} is not a Destination")
-        if loaded.type != type_:
-            raise TypeError(f"{DESTINATIONS[type_]} has type '{loaded.type}', not '{type_}'")
+            raise TypeError(f"{where}: {target} is not a Destination subclass")
+        if getattr(loaded, "type", None) != type_:
+            raise TypeError(
+                f"{where}: {target} has type '{getattr(loaded, 'type', None)}', not '{type_}'"
+            )
         cls = _loaded[type_] = loaded
     return cls
 
@@ -52,19 +105,45 @@ def _load(type_: str) -> type[Destination[Any]]:
 def destination_class(name: str, type_: str) -> type[Destination[Any]]:
     """The client class of type `type_` (imported now if it is not yet); an unknown type is
     destination `name`'s declaration error."""
-    if type_ not in DESTINATIONS:
+    claimed = _claimed_builtin(name, type_)
+    if claimed is not None:
+        raise claimed
+    if type_ not in DESTINATIONS and type_ not in plugins():
         raise DestinationConfigError(
             name, "type", f"unknown type '{type_}'", f"use one of {destination_types()}"
         )
     return _load(type_)
 
 
+def _secret_paths(model: type[pydantic.BaseModel], prefix: str = "") -> set[str]:
+    """Fields typed SecretStr, nested models' as `outer.inner`."""
+    out: set[str] = set()
+    for name, f in model.model_fields.items():
+        stack: list[Any] = [f.annotation]
+        while stack:
+            t = stack.pop()
+            if isinstance(t, type) and issubclass(t, pydantic.BaseModel):
+                out |= _secret_paths(t, f"{prefix}{name}.")
+            elif t is pydantic.SecretStr:
+                out.add(f"{prefix}{name}")
+            else:
+                stack += typing.get_args(t)
+    return out
+
+
 def secret_fields(type_: str) -> set[str]:
-    """Config fields that hold secrets (typed SecretStr): they must come from the environment."""
-    if type_ not in DESTINATIONS:
+    """Config fields that hold secrets (typed SecretStr): they must come from the environment.
+    A nested model's are dotted (`auth.token`)."""
+    if type_ not in destination_types():
         return set()
-    fields = _load(type_).config_class.model_fields
-    return {n for n, f in fields.items() if "SecretStr" in str(f.annotation)}
+    return _secret_paths(_load(type_).config_class)
+
+
+def verbatim_fields(type_: str) -> set[str]:
+    """Config fields Dagster's templating must leave as written (the type's own templates)."""
+    if type_ not in destination_types():
+        return set()
+    return set(_load(type_).config_class.verbatim_fields)
 
 
 def _first_error(exc: pydantic.ValidationError, names: list[str]) -> ErrorDetails:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import pydantic
 import yaml
 
 from retl_dagster.common.settings import PROJECT_ROOT
-from retl_dagster.destinations import destination_class, secret_fields
+from retl_dagster.destinations import destination_class, secret_fields, verbatim_fields
 from retl_dagster.destinations.base import DestinationConfigError
 from retl_dagster.engine.config import ConfigError, SyncConfig, explain
 from retl_dagster.engine.references import reference_problems
@@ -45,24 +45,36 @@ def split_env_refs(
     spec: dict[str, Any],
     secrets: set[str],
     resolve: Callable[[Any], Any] = lambda value: value,
+    verbatim: Collection[str] = (),
+    prefix: str = "",
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """(plain options, option -> environment variable) of one declaration: a value that is
     exactly `{{ env.X }}` stays a reference to X, read only inside a run; a secret option written
-    literally is refused. `resolve` renders the other values (Dagster's templating)."""
+    literally is refused. `resolve` renders the other values (Dagster's templating), except the
+    `verbatim` ones (a destination's own templates). A nested model holding secrets (`auth:
+    {token: ...}`) is split the same way, its references named by dotted paths (`auth.token`)."""
     options: dict[str, Any] = {}
     env: dict[str, str] = {}
     for key, value in spec.items():
+        path = f"{prefix}{key}"
         var = env_ref(value)
         if var:
-            env[key] = var
-        elif key in secrets and value is not None:
+            env[path] = var
+        elif path in verbatim:
+            options[key] = value
+        elif path in secrets and value is not None:
+            hint = path.replace(".", ": {", path.count(".")) + "}" * path.count(".")
             raise DestinationConfigError(
                 name,
-                key,
+                path,
                 "a secret is written into the YAML",
-                f"read it from the environment: {key}: "
-                f'"{{{{ env.{name.upper()}_{key.upper()} }}}}"',
+                f"read it from the environment: {hint}: "
+                f'"{{{{ env.{name.upper()}_{path.replace(".", "_").upper()} }}}}"',
             )
+        elif isinstance(value, dict) and any(s.startswith(f"{path}.") for s in secrets):
+            inner, inner_env = split_env_refs(name, value, secrets, resolve, verbatim, f"{path}.")
+            options[key] = inner
+            env |= inner_env
         else:
             options[key] = resolve(value)
     return options, env
@@ -82,7 +94,9 @@ def check_destination(name: str, spec: Any) -> str:
             name, "type", "missing", "give each destination a type, e.g. `type: webhook`"
         )
     type_ = str(spec["type"])
-    destination_class(name, type_)  # an unknown type is refused here
+    cls = destination_class(name, type_)  # an unknown type is refused here
+    for field_, problem, fix in cls.check_options({k: v for k, v in spec.items() if k != "type"}):
+        raise DestinationConfigError(name, field_, problem, fix)
     return type_
 
 
@@ -120,8 +134,16 @@ class Declarations:
     def problems(self) -> dict[str, str]:
         """Every sync that cannot run, with why: its own YAML, or how it fits the others."""
         out = dict(self.invalid)
+        options = {
+            n: {k: v for k, v in spec.items() if k != "type"}
+            for n, spec in self.destination_specs.items()
+        }
         refs = reference_problems(
-            list(self.syncs.values()), self.destinations, self.alerts, invalid=self.invalid
+            list(self.syncs.values()),
+            self.destinations,
+            self.alerts,
+            invalid=self.invalid,
+            options=options,
         )
         out |= {name: str(err) for name, err in refs.items()}
         return out
@@ -168,7 +190,9 @@ def read_declarations(defs_dir: Path | None = None) -> Declarations:
                     try:
                         type_ = check_destination(name, spec)
                         rest = {k: v for k, v in spec.items() if k != "type"}
-                        split_env_refs(name, rest, secret_fields(type_))
+                        split_env_refs(
+                            name, rest, secret_fields(type_), verbatim=verbatim_fields(type_)
+                        )
                         out.destinations[name] = (type_, None)
                     except DestinationConfigError as exc:
                         out.destinations[name] = ("", str(exc))

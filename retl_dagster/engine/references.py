@@ -5,7 +5,7 @@ validate` and `retl status` (which reads the YAML only) share them."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from retl_dagster.destinations import destination_class
 from retl_dagster.destinations.base import SyncShape
@@ -73,9 +73,11 @@ def _sync_problem(
     cfg: SyncConfig,
     destinations: Mapping[str, tuple[str, str | None]],
     alerts: AlertChannelNames | None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ConfigError | None:
     """The first way `cfg` does not fit the other declarations. `destinations`: name ->
-    (type, error of its declaration or None)."""
+    (type, error of its declaration or None); `options`: name -> its declared options, where
+    known (for checks joining them with the sync, e.g. the `http` type's templates)."""
     declared = ", ".join(sorted(destinations)) or "none"
     if cfg.destination not in destinations:
         return ConfigError(
@@ -117,7 +119,10 @@ def _sync_problem(
                 "add email: {host: ...} to the Alerts component",
             )
     cls = destination_class(cfg.destination, type_)
-    problems = cls.check_sync(sync_shape(cfg))
+    shape = sync_shape(cfg)
+    problems = cls.check_sync(shape)
+    if not problems and options is not None and cfg.destination in options:
+        problems = cls.check_declared(options[cfg.destination], shape)
     if problems:
         field, problem, fix = problems[0]
         return ConfigError(cfg.name, field, f"destination '{cfg.destination}': {problem}", fix)
@@ -129,6 +134,7 @@ def reference_problems(
     destinations: Mapping[str, tuple[str, str | None]],
     alerts: AlertChannelNames | None,
     invalid: Iterable[str] = (),
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, ConfigError]:
     """Each sync that does not fit the other declarations, with why: its destination, alert
     channels, what its destination's API can do, its sequence. A sync that follows an invalid
@@ -136,7 +142,7 @@ def reference_problems(
     problems = _sequence_problems(configs, set(invalid))
     for cfg in configs:
         if cfg.name not in problems:
-            problem = _sync_problem(cfg, destinations, alerts)
+            problem = _sync_problem(cfg, destinations, alerts, options)
             if problem is not None:
                 problems[cfg.name] = problem
     broken = set(invalid) | set(problems)

@@ -1,0 +1,1 @@
+"""Sample retl-dagster destination plugin (type `echo`)."""
