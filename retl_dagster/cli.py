@@ -635,6 +635,7 @@ def runs(name: str, as_json: bool, limit: int) -> None:
         "succeeded",
         "rejected",
         "duration",
+        "stages (s)",
         "run id",
         "error",
     )
@@ -651,6 +652,7 @@ def runs(name: str, as_json: bool, limit: int) -> None:
             n(s.get("succeeded")),
             n(s.get("rejected")),
             "-" if seconds is None else f"{seconds:.1f}s",
+            " ".join(f"{k} {v:.1f}" for k, v in (s.get("stage_s") or {}).items()) or "-",
             s["run_id"],
             (s.get("error") or "")[:200],
         )

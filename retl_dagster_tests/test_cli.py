@@ -91,6 +91,11 @@ def test_demo_sync_from_the_command_line(project_env: dict[str, str]) -> None:
     runs = json.loads(run([str(BIN / "retl"), "runs", "demo_users_to_file", "--json"], env).stdout)
     assert [r["changed"] for r in runs] == [3, 0]
     assert runs[1]["run_id"] == out["run_id"]
+    # Where each run's time went, stage by stage (`retl runs` shows them too).
+    assert set(runs[0]["stage_s"]) == {"query", "diff", "map", "send", "commit"}
+    assert all(v >= 0 for v in runs[0]["stage_s"].values())
+    table = run([str(BIN / "retl"), "runs", "demo_users_to_file"], env).stdout
+    assert "stages (s)" in table and "query" in table
 
     status = json.loads(run([str(BIN / "retl"), "status", "--json"], env).stdout)
     by_name = {s["sync"]: s for s in status}

@@ -57,5 +57,7 @@ def test_a_run_records_the_fields_it_wrote_their_lineage_and_row_counts(
         dg.TableColumnDep(asset_key=MODEL, column_name="ltv")
     ]
     assert latest(instance, DIFF)["dagster/row_count"].value == 12  # type: ignore[attr-defined]
+    stages = load["stage_seconds"].data  # type: ignore[attr-defined]
+    assert set(stages) == {"query", "diff", "map", "send", "commit"}
     observed = instance.fetch_observations(MODEL, limit=1).records[0].asset_observation
     assert observed is not None and observed.metadata["dagster/row_count"].value == 12

@@ -99,6 +99,17 @@ def _load_metadata(result: LoadResult, status: str, run: dict[str, Any]) -> dict
         "skipped": dg.MetadataValue.int(sum(result.skipped.values())),
         "batches": dg.MetadataValue.int(result.batches),
         "duration_s": dg.MetadataValue.float(round(result.duration_s, 3)),
+        # Where the run's time went: the diff step's stages from its row, the load's own.
+        "stage_seconds": dg.MetadataValue.json(
+            {
+                **{
+                    k: round(float(run[f"{k}_s"]), 3)
+                    for k in ("query", "diff")
+                    if run.get(f"{k}_s") is not None
+                },
+                **{k: round(v, 3) for k, v in result.stage_s.items()},
+            }
+        ),
     }
     if result.identified is not None:
         md["identified"] = dg.MetadataValue.int(result.identified)

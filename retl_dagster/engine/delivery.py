@@ -56,6 +56,11 @@ class LoadResult:
     warning_samples: list[dict[str, Any]] = field(default_factory=list)
     duration_s: float = 0.0
     field_types: dict[str, str] = field(default_factory=dict)
+    stage_s: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("map", "send", "commit"), 0.0)
+    )
+    """Seconds reading the run's rows out and mapping them, delivering (wall time, batches in
+    flight overlapping), and committing (on the committer thread, overlapping delivery)."""
     """Each destination field sent -> the warehouse type of its values."""
     identified: int | None = None
     """Audience and conversion destinations: records sent that carried a usable identifier."""
@@ -345,7 +350,9 @@ def load(
     committing: Future[None] | None = None
 
     def write(rows: pa.Table) -> None:
+        began = time.monotonic()
         _commit(wh, t, st, config.name, run_id, rows)
+        result.stage_s["commit"] += time.monotonic() - began
         if wh.single_writer:
             # Let the other syncs' commits in until our next one (reopening DuckDB's file
             # for a commit costs about 25 ms: BENCHMARKS.md, "Many syncs").
@@ -431,19 +438,26 @@ def load(
 
     in_flight: deque[_Sent] = deque()
     failure: BaseException | None = None
+    delivering = time.monotonic()
     with ThreadPoolExecutor(max_workers=destination.concurrency) as pool:
         try:
             # Read and map many destination batches at a time (fewer warehouse round trips,
             # column-wise mapping), then hand them out one destination batch each.
             per_read = batch_size * max(1, READ_ROWS // batch_size)
-            for read in wh.detached_stream(
+            reads = wh.detached_stream(
                 f"select _retl_op, _retl_key, _retl_hash, _retl_match, _retl_dest_id, {cols} "
                 f"from {t.diff} "
                 f"where _retl_run_id = ? {op_filter}",
                 [run_id],
                 batch_size=per_read,
-            ):
+            )
+            while True:
+                began = time.monotonic()
+                read = next(reads, None)
+                if read is None:
+                    break
                 mapped = mapper.records(read)
+                result.stage_s["map"] += time.monotonic() - began
                 for start in range(0, read.num_rows, batch_size):
                     rb = read.slice(start, batch_size)
                     records = mapped[start : start + batch_size]
@@ -471,6 +485,7 @@ def load(
                 settle(sent)
             except BaseException as exc:  # noqa: BLE001
                 failure = failure or exc
+        result.stage_s["send"] = time.monotonic() - delivering - result.stage_s["map"]
         try:
             commit(wait=True)
         finally:

@@ -6,7 +6,12 @@ import datetime as dt
 import secrets
 from typing import Any
 
-from retl_dagster.engine.state import RECORD_RESULTS, SYNC_RUNS, ensure_state_schema
+from retl_dagster.engine.state import (
+    RECORD_RESULTS,
+    STAGE_TIMINGS,
+    SYNC_RUNS,
+    ensure_state_schema,
+)
 from retl_dagster.engine.warehouse import Warehouse
 
 RUN_COLUMNS = (
@@ -26,6 +31,7 @@ RUN_COLUMNS = (
     "identified",
     "matched",
     "match_rate",
+    *STAGE_TIMINGS,
 )
 
 
@@ -139,6 +145,9 @@ def summarize(row: dict[str, Any]) -> dict[str, Any]:
         "started_at": started.isoformat() if started else None,
         "dagster_run_id": row.get("dagster_run_id"),
     }
+    timings = {k.removesuffix("_s"): row[k] for k in STAGE_TIMINGS if row.get(k) is not None}
+    if timings:
+        out["stage_s"] = {k: round(float(v), 3) for k, v in timings.items()}
     if row.get("identified") is not None:  # audience and conversion destinations
         out |= {k: row.get(k) for k in ("identified", "matched", "match_rate")}
     if row.get("error"):

@@ -9,6 +9,7 @@ components call one execute function), so each stage can be tested and reused wi
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +94,7 @@ def diff_run(
         return DiffOutcome(counts=counts, replay_of=source)
     # error=None: a partition run again (e.g. with allow_removals) starts without the old error.
     record_run(wh, name, run_id, status="querying", dagster_run_id=dagster_run_id, error=None)
+    started = time.monotonic()
     try:
         model_sql = model_select(config)
         diff_stage.model_columns(wh, config, model_sql)
@@ -106,8 +108,11 @@ def diff_run(
             wh, name, run_id, status="failed", error=message, rows_queried=keys.rows, finished=True
         )
         return DiffOutcome(keys=keys, error=message)
-    record_run(wh, name, run_id, status="preparing", rows_queried=keys.rows)
+    query_s = time.monotonic() - started
+    record_run(wh, name, run_id, status="preparing", rows_queried=keys.rows, query_s=query_s)
+    started = time.monotonic()
     counts = diff_stage.compute_diff(wh, config, model_sql, run_id, keys.rows)
+    record_run(wh, name, run_id, diff_s=time.monotonic() - started)
     guard = _removal_guard(wh, config, run_id, counts, allow_removals)
     if guard is not None:
         return DiffOutcome(counts=counts, keys=keys, error=guard)
@@ -222,6 +227,7 @@ def load_run(
         identified=result.identified,
         matched=result.matched,
         match_rate=result.match_rate,
+        **{f"{stage}_s": seconds for stage, seconds in result.stage_s.items()},
         finished=True,
     )
     run = get_run(wh, name, run_id) or {}

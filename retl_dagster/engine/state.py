@@ -17,6 +17,11 @@ from retl_dagster.common.settings import STATE_SCHEMA
 from retl_dagster.engine.warehouse import Warehouse, quote_ident
 
 SYNC_RUNS = f"{STATE_SCHEMA}.sync_runs"
+STAGE_TIMINGS = ("query_s", "diff_s", "map_s", "send_s", "commit_s")
+"""Seconds a run spent in each stage, as `_retl.sync_runs` keeps them: querying the model and
+checking its keys, diffing, reading the run's rows out and mapping them, sending (the wall time
+of delivery, batches in flight overlapping), committing acknowledged outcomes (on the committer
+thread, overlapping sending)."""
 RECORD_RESULTS = f"{STATE_SCHEMA}.sync_record_results"
 
 
@@ -91,6 +96,8 @@ def ensure_state_schema(wh: Warehouse, sync: str, key_type: str | None = None) -
                 error varchar,
                 dagster_run_id varchar,
                 identified bigint, matched bigint, match_rate double precision,
+                query_s double precision, diff_s double precision, map_s double precision,
+                send_s double precision, commit_s double precision,
                 primary key (sync, run_id))"""
         )
         wh.execute(
@@ -110,6 +117,7 @@ def ensure_state_schema(wh: Warehouse, sync: str, key_type: str | None = None) -
             (SYNC_RUNS, "identified", "bigint"),
             (SYNC_RUNS, "matched", "bigint"),
             (SYNC_RUNS, "match_rate", "double precision"),
+            *((SYNC_RUNS, stage, "double precision") for stage in STAGE_TIMINGS),
         ):
             wh.execute(f"alter table {table} add column if not exists {column} {type_}")
     return t
