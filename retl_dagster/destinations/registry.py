@@ -37,6 +37,7 @@ DESTINATIONS: dict[str, str] = {
     "klaviyo": f"{_IMPL}.klaviyo.client:KlaviyoDestination",
     "zendesk": f"{_IMPL}.zendesk.client:ZendeskDestination",
     "customerio": f"{_IMPL}.customerio.client:CustomerIODestination",
+    "iterable": f"{_IMPL}.iterable.client:IterableDestination",
     "intercom": f"{_IMPL}.intercom.client:IntercomDestination",
 }
 """Type name -> `module:ClassName` of its Destination."""
