@@ -48,12 +48,17 @@ class EnvBackedResource(dg.ConfigurableResource):
                     f"environment variable {var} is not set",
                     f"export {var}=... (or put it in the project's .env)",
                 )
-            # A nested option (`auth.token`) goes into its object.
+            # A nested option (`auth.token`) goes into its object, where the declaration has one
+            # (split_env_refs keeps it); flattened names (the Alerts' `slack.ops.webhook_url`)
+            # stay as they are.
             *outer, last = option.split(".")
-            target = opts
-            for part in outer:
-                target = target.setdefault(part, {})
-            target[last] = value
+            if outer and isinstance(opts.get(outer[0]), dict):
+                target = opts
+                for part in outer:
+                    target = target.setdefault(part, {})
+                target[last] = value
+            else:
+                opts[option] = value
         return opts
 
     def redact(self, text: str) -> str:
