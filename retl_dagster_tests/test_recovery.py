@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -175,9 +176,25 @@ def test_syncs_to_different_destinations_deliver_side_by_side_on_one_duckdb_file
     tmp_path: Path,
 ) -> None:
     """DuckDB has one writer per file, yet a load holds it only to commit: two syncs to two
-    destinations are delivering at the same time (each in its own destination's pool)."""
-    make_customers(warehouse_path, 600)  # 12 batches of 50 per sync, one at a time, 0.15 s each
-    receiver.delay_s = 0.15
+    destinations are delivering at the same time (each in its own destination's pool).
+
+    However slowly the two processes start, the receiver answers neither sync until both have
+    sent a request: that can only happen if nothing serialises them (a load that held the
+    warehouse, or one pool for both, keeps the other from sending until it is done, and the
+    wait runs out)."""
+    make_customers(warehouse_path, 300)  # 6 batches of 50 per sync, one at a time
+    receiver.delay_s = 0.05
+    arrived = {"customers_hook": threading.Event(), "customers_b": threading.Event()}
+    waited_out: list[str] = []
+
+    def gate(body: dict[str, object]) -> None:
+        sync = str(body.get("sync"))
+        arrived[sync].set()
+        other = next(e for s, e in arrived.items() if s != sync)
+        if not waited_out and not other.wait(timeout=20):  # below the client's 30 s timeout
+            waited_out.append(sync)  # serialised: the other never sent while this one did
+
+    receiver.before_answer = gate
     serial = WEBHOOK_DESTINATION + "    concurrency: 1\n"
     destinations = serial + serial.split("destinations:")[1].replace("  hook:", "  hook_b:")
     other = SYNC.replace("name: customers_hook", "name: customers_b").replace(
@@ -190,14 +207,11 @@ def test_syncs_to_different_destinations_deliver_side_by_side_on_one_duckdb_file
     for p in procs:
         out, err = p.communicate(timeout=240)
         assert p.returncode == 0, err
-        assert json.loads(out.splitlines()[-1])["succeeded"] == 600
-    windows = {}
-    for sync in ("customers_hook", "customers_b"):
-        times = [r.at for r in receiver.requests if r.body.get("sync") == sync]
-        assert len(times) == 12
-        windows[sync] = (min(times), max(times))
-    (a_start, a_end), (b_start, b_end) = windows.values()
-    assert a_start < b_end and b_start < a_end, f"deliveries did not overlap: {windows}"
+        assert json.loads(out.splitlines()[-1])["succeeded"] == 300
+    # Each sync's first batch was answered only once the other had sent: they overlapped.
+    assert not waited_out, f"{waited_out[0]} delivered while the other sync could not send"
+    sent = Counter(r.body.get("sync") for r in receiver.requests)
+    assert sent == {"customers_hook": 6, "customers_b": 6}
     assert Counter(r["id"] for r in receiver.delivered()) == Counter(
         {i: 2 for i in model_ids(warehouse_path)}
     )

@@ -41,6 +41,8 @@ class WebhookReceiver:
     signature_failures: int = 0
     delay_s: float = 0.0
     """Seconds to wait before answering each request (a slow receiver)."""
+    before_answer: Callable[[dict[str, Any]], None] | None = None
+    """Called with each POSTed body before it is answered (on the request's own thread)."""
     chaos: float = 0.0
     """Share of requests that fail: 429, 503, a dropped connection, or an answer too slow for
     the client (the last two after the batch was applied, as real faults often are)."""
@@ -74,6 +76,8 @@ class WebhookReceiver:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if receiver.before_answer is not None:
+                    receiver.before_answer(json.loads(raw))
                 if receiver.delay_s:
                     time.sleep(receiver.delay_s)
                 status, answer, extra = receiver._answer(dict(self.headers.items()), raw)
