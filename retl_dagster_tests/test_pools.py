@@ -91,3 +91,25 @@ def test_a_pool_limit_out_of_bounds_names_the_destination_and_the_field() -> Non
     bad = DESTINATIONS.replace("pool_limit: 2", "pool_limit: 0")
     with pytest.raises(Exception, match="destination 'slow_partner', field 'pool_limit': 0 is"):
         defs_from_yaml(bad)
+
+
+def test_destinations_declared_in_two_folders_each_keep_their_limits(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A project may split its destinations over several components; their pool sensors do not
+    collide, and the code location loads."""
+    from dagster.components.core.component_tree import ComponentTree
+
+    from retl_dagster.components import Destinations
+
+    monkeypatch.setenv("RETL_WAREHOUSE", str(tmp_path / "w.duckdb"))
+    context = ComponentTree.for_test().load_context
+    crm = Destinations.resolve_from_yaml(
+        'destinations: {crm_hook: {type: webhook, url: "http://127.0.0.1:9/hook"}}'
+    ).build_defs(context.for_path(context.path / "defs" / "destinations"))
+    ads = Destinations.resolve_from_yaml(
+        "destinations: {export: {type: file, path: out.jsonl}}"
+    ).build_defs(context.for_path(context.path / "defs" / "ads"))
+    merged = dg.Definitions.merge(crm, ads)
+    names = sorted(s.name for s in merged.get_repository_def().sensor_defs)
+    assert names == ["retl_pool_limits", "retl_pool_limits_ads"]

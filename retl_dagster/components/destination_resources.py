@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +12,12 @@ import pydantic
 
 from retl_dagster.common.settings import PROJECT_ROOT, strict_definitions
 from retl_dagster.components.env import EnvBackedResource, split_env_refs
-from retl_dagster.components.pools import declared_limits, pool_limit, pool_limits_sensor
+from retl_dagster.components.pools import (
+    POOL_SENSOR,
+    declared_limits,
+    pool_limit,
+    pool_limits_sensor,
+)
 from retl_dagster.components.scaffold import DestinationsScaffolder
 from retl_dagster.destinations import (
     Destination,
@@ -21,6 +27,10 @@ from retl_dagster.destinations import (
     verbatim_fields,
 )
 from retl_dagster.engine.declarations import check_destination
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", text.lower()).strip("_") or "destinations"
 
 
 def resource_key(destination: str) -> str:
@@ -118,7 +128,11 @@ class Destinations(dg.Component, dg.Resolvable, dg.Model):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         valid = [d for d in self.destinations if d.error is None]
         limits = declared_limits({d.name: (d.type, d.options) for d in valid})
+        # One sensor per Destinations component: a project may declare its destinations in
+        # several folders (defs/destinations/crm/...), each then names its own.
+        folder = context.path.name
+        suffix = "" if folder in ("destinations", PROJECT_ROOT.name) else f"_{_slug(folder)}"
         return dg.Definitions(
             resources={resource_key(d.name): _resource(d) for d in valid},
-            sensors=[pool_limits_sensor(limits)],
+            sensors=[pool_limits_sensor(limits, name=f"{POOL_SENSOR}{suffix}")],
         )

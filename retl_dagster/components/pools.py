@@ -98,11 +98,11 @@ def apply_pool_limits(instance: dg.DagsterInstance, limits: dict[str, int]) -> d
     return changed
 
 
-def pool_limits_sensor(limits: dict[str, int]) -> dg.SensorDefinition:
+def pool_limits_sensor(limits: dict[str, int], name: str = POOL_SENSOR) -> dg.SensorDefinition:
     """Keeps the instance's limits of retl's pools at what the YAML declares."""
 
     @dg.sensor(
-        name=POOL_SENSOR,
+        name=name,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Sets the limit of each retl pool (retl_dest_<destination>, retl_warehouse) "
