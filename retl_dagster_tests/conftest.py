@@ -30,6 +30,10 @@ os.environ.setdefault(
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # A module that sets WAREHOUSES runs its warehouse tests on each of them.
     kinds = getattr(metafunc.module, "WAREHOUSES", None)
+    # `@pytest.mark.warehouses("duckdb")`: a test about one warehouse runs on it alone.
+    only = metafunc.definition.get_closest_marker("warehouses")
+    if kinds and only is not None:
+        kinds = tuple(k for k in kinds if k in only.args)
     if kinds and "warehouse_path" in metafunc.fixturenames:
         metafunc.parametrize("warehouse_path", kinds, indirect=True)
 

@@ -149,6 +149,7 @@ def test_the_same_sync_twice_runs_once(
     assert json.loads(out.splitlines()[-1])["succeeded"] == 200
 
 
+@pytest.mark.warehouses("duckdb", "postgres")  # DuckDB's single writer; a server for contrast
 def test_two_syncs_on_one_duckdb_file_at_once_both_succeed(
     receiver: WebhookReceiver,
     home_instance: dg.DagsterInstance,
@@ -169,6 +170,7 @@ def test_two_syncs_on_one_duckdb_file_at_once_both_succeed(
     assert set(ids) == model_ids(warehouse_path) and set(ids.values()) == {2}
 
 
+@pytest.mark.warehouses("duckdb", "postgres")  # DuckDB's single writer; a server for contrast
 def test_syncs_to_different_destinations_deliver_side_by_side_on_one_duckdb_file(
     receiver: WebhookReceiver,
     home_instance: dg.DagsterInstance,
