@@ -105,12 +105,16 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         default_rps: float | None = None,
         api_window: Rate | None = None,
+        refused: Callable[[httpx.Response], Exception] | None = None,
         wait_hint: Callable[[httpx.Response], float | None] = retry_after_header,
         is_transient: Callable[[httpx.Response], bool] | None = None,
     ) -> None:
         self.destination = destination
         self.settings = settings
         self.wait_hint = wait_hint
+        self.refused = refused
+        """The destination's error for an answer refusing its credentials (401/403), raised by
+        `request`: the run fails, saying what to fix."""
         self.is_transient = is_transient or (lambda r: r.status_code == 429 or r.status_code >= 500)
         self.http = httpx.Client(
             base_url=base_url, timeout=settings.timeout_s, headers=dict(headers or {})
@@ -135,13 +139,16 @@ class HttpClient:
             reraise=True,
         )
         try:
-            return retrying(self._once, method, url, **kwargs)
+            response: httpx.Response = retrying(self._once, method, url, **kwargs)
         except TransientHttpError as exc:
             raise GaveUp(
                 f"destination '{self.destination}': {method} {url} failed "
                 f"{self.settings.max_attempts} times, last: {exc}. Nothing in this batch was "
                 "marked synced; the next run sends it again"
             ) from exc
+        if self.refused is not None and response.status_code in (401, 403):
+            raise self.refused(response)
+        return response
 
     def _once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         if self.limiter is not None and not self.limiter.try_acquire(

@@ -115,10 +115,15 @@ class CustomerIODestination(Destination[CustomerIOConfig]):
         self.client = HttpClient(
             name,
             config,
+            refused=lambda response: CustomerIOAuthError(
+                f"destination '{name}': Customer.io refused the site id and API key "
+                f"({error_text(response)}). Fix: use a Track API key pair from Settings > API "
+                "Credentials, and region: eu for a workspace in the EU data centre"
+            ),
             base_url=config.track_url,
             default_rps=TRACK_RPS,
         )
-        self.auth = httpx.BasicAuth(config.site_id, config.api_key.get_secret_value())
+        self.client.http.auth = httpx.BasicAuth(config.site_id, config.api_key.get_secret_value())
 
     @classmethod
     def check_specific(cls, sync: SyncShape) -> list[Problem]:
@@ -152,19 +157,9 @@ class CustomerIODestination(Destination[CustomerIOConfig]):
             problems.append(("object", "the event name is over 100 characters", "shorten it"))
         return problems
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self.client.request(method, path, auth=self.auth, **kwargs)
-        if response.status_code in (401, 403):
-            raise CustomerIOAuthError(
-                f"destination '{self.name}': Customer.io refused the site id and API key "
-                f"({error_text(response)}). Fix: use a Track API key pair from Settings > API "
-                "Credentials, and region: eu for a workspace in the EU data centre"
-            )
-        return response
-
     def check(self, object_: str | None = None) -> str:
         """`GET /api/v1/accounts/region`: the credentials' region (read-only)."""
-        response = self._request("GET", REGION_PATH)
+        response = self.client.request("GET", REGION_PATH)
         if not response.is_success:
             raise CustomerIOError(
                 f"destination '{self.name}': GET {REGION_PATH} answered {error_text(response)}. "
@@ -243,7 +238,9 @@ class CustomerIODestination(Destination[CustomerIOConfig]):
         id dedupes it, so a resend is harmless)."""
         pending = list(chunk)
         while pending:
-            response = self._request("POST", BATCH_PATH, json={"batch": [op for _, op in pending]})
+            response = self.client.request(
+                "POST", BATCH_PATH, json={"batch": [op for _, op in pending]}
+            )
             indexed = batch_errors(response)
             for i, reason in indexed.items():
                 if 0 <= i < len(pending):

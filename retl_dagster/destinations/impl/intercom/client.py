@@ -129,6 +129,13 @@ class IntercomDestination(Destination[IntercomConfig]):
         self.client = HttpClient(
             name,
             config,
+            refused=lambda response: IntercomAuthError(
+                f"destination '{name}': Intercom refused the access token "
+                f"({intercom_errors(response)}). Fix: set access_token to the app's token "
+                "(Developer Hub > your app > Authentication), with the permissions to read and "
+                "write users and companies, and region to the workspace's (us, eu or au: a token "
+                "works only on its own region's host)"
+            ),
             base_url=config.api_url,
             headers={
                 "Authorization": f"Bearer {config.access_token.get_secret_value()}",
@@ -165,18 +172,6 @@ class IntercomDestination(Destination[IntercomConfig]):
         return problems
 
     # -- requests -------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self.client.request(method, path, **kwargs)
-        if response.status_code in (401, 403):
-            raise IntercomAuthError(
-                f"destination '{self.name}': Intercom refused the access token "
-                f"({intercom_errors(response)}). Fix: set access_token to the app's token "
-                "(Developer Hub > your app > Authentication), with the permissions to read and "
-                "write users and companies, and region to the workspace's (us, eu or au: a token "
-                "works only on its own region's host)"
-            )
-        return response
-
     def _unexpected(self, what: str, response: httpx.Response) -> IntercomError:
         return IntercomError(
             f"destination '{self.name}': {what} answered {intercom_errors(response)}; the "
@@ -185,7 +180,7 @@ class IntercomDestination(Destination[IntercomConfig]):
 
     def check(self, object_: str | None = None) -> str:
         """`GET /me`: the admin the token acts as, and its workspace (read-only)."""
-        response = self._request("GET", "/me")
+        response = self.client.request("GET", "/me")
         if not response.is_success:
             raise self._unexpected("GET /me", response)
         me = response.json()
@@ -241,7 +236,7 @@ class IntercomDestination(Destination[IntercomConfig]):
     def _search(self, field: str, value: Any) -> str | None:
         """The id of the contact whose `field` equals `value`, or None."""
         query = {"query": {"field": field, "operator": "=", "value": _identifier(value)}}
-        response = self._request("POST", "/contacts/search", json=query)
+        response = self.client.request("POST", "/contacts/search", json=query)
         if not response.is_success:
             raise self._unexpected("POST /contacts/search", response)
         data = response.json().get("data") or []
@@ -251,18 +246,18 @@ class IntercomDestination(Destination[IntercomConfig]):
         body = self._body(batch, record, CONTACT_STANDARD)
         field = batch.match_field or "external_id"
         if record.dest_id:
-            response = self._request("PUT", f"/contacts/{record.dest_id}", json=body)
+            response = self.client.request("PUT", f"/contacts/{record.dest_id}", json=body)
             if response.status_code != 404:  # else deleted in Intercom since: find or create
                 self._outcome("PUT /contacts", record, response, out)
                 return
         contact_id = self._search(field, record.match_value)
         if contact_id is not None:
-            response = self._request("PUT", f"/contacts/{contact_id}", json=body)
+            response = self.client.request("PUT", f"/contacts/{contact_id}", json=body)
             self._outcome("PUT /contacts", record, response, out)
             return
         create = {"role": "user", **{k: v for k, v in body.items() if v is not None}}
         self._outcome(
-            "POST /contacts", record, self._request("POST", "/contacts", json=create), out
+            "POST /contacts", record, self.client.request("POST", "/contacts", json=create), out
         )
 
     def _delete_contact(self, batch: Batch, record: Record, out: BatchResult) -> None:
@@ -271,7 +266,7 @@ class IntercomDestination(Destination[IntercomConfig]):
             contact_id = self._search(batch.match_field or "external_id", record.match_value)
         if contact_id is None:
             return  # never created in Intercom: nothing to delete
-        response = self._request("DELETE", f"/contacts/{contact_id}")
+        response = self.client.request("DELETE", f"/contacts/{contact_id}")
         if response.is_success or response.status_code == 404:  # 404: already gone
             return
         if response.status_code in REJECTED_STATUSES:
@@ -281,7 +276,7 @@ class IntercomDestination(Destination[IntercomConfig]):
 
     def _company(self, batch: Batch, record: Record, out: BatchResult) -> None:
         body = self._body(batch, record, COMPANY_STANDARD)
-        response = self._request("POST", "/companies", json=body)
+        response = self.client.request("POST", "/companies", json=body)
         self._outcome("POST /companies", record, response, out)
 
     def close(self) -> None:

@@ -154,6 +154,11 @@ class IterableDestination(Destination[IterableConfig]):
         self.client = HttpClient(
             name,
             config,
+            refused=lambda response: IterableAuthError(
+                f"destination '{name}': Iterable refused the API key "
+                f"({error_text(response)}). Fix: use a server-side API key of the project "
+                "(Integrations > API Keys), and region: eu for a project in the EU data centre"
+            ),
             base_url=config.api_url,
             headers={"Api-Key": config.api_key.get_secret_value()},
             api_window=API_WINDOW,
@@ -203,19 +208,9 @@ class IterableDestination(Destination[IterableConfig]):
             )
         return problems
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self.client.request(method, path, **kwargs)
-        if response.status_code in (401, 403):
-            raise IterableAuthError(
-                f"destination '{self.name}': Iterable refused the API key "
-                f"({error_text(response)}). Fix: use a server-side API key of the project "
-                "(Integrations > API Keys), and region: eu for a project in the EU data centre"
-            )
-        return response
-
     def check(self, object_: str | None = None) -> str:
         """`GET /api/lists` (read-only): the key works, and the sync's list exists."""
-        response = self._request("GET", LISTS)
+        response = self.client.request("GET", LISTS)
         if not response.is_success:
             raise IterableError(
                 f"destination '{self.name}': GET {LISTS} answered {error_text(response)}. "
@@ -297,7 +292,7 @@ class IterableDestination(Destination[IterableConfig]):
             body = {"listId": lid, "subscribers": entries}
         else:
             path, body = BULK_UPDATE, {"users": entries}
-        response = self._request("POST", path, json=body)
+        response = self.client.request("POST", path, json=body)
         if response.status_code in (400, 413):
             return _message(response)
         try:

@@ -126,6 +126,11 @@ class KlaviyoDestination(Destination[KlaviyoConfig]):
         self.client = HttpClient(
             name,
             config,
+            refused=lambda response: KlaviyoAuthError(
+                f"destination '{name}': Klaviyo refused the private API key "
+                f"({klaviyo_errors(response)}). Fix: set a private key (pk_...) with the scopes "
+                "profiles:write, lists:write and events:write"
+            ),
             base_url=str(config.base_url).rstrip("/"),
             headers={
                 "Authorization": f"Klaviyo-API-Key {config.private_key.get_secret_value()}",
@@ -181,24 +186,14 @@ class KlaviyoDestination(Destination[KlaviyoConfig]):
         return problems
 
     # -- requests -------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self.client.request(method, path, **kwargs)
-        if response.status_code in (401, 403):
-            raise KlaviyoAuthError(
-                f"destination '{self.name}': Klaviyo refused the private API key "
-                f"({klaviyo_errors(response)}). Fix: set a private key (pk_...) with the scopes "
-                "profiles:write, lists:write and events:write"
-            )
-        return response
-
     def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        return self._request(
+        return self.client.request(
             "POST", path, json=body, headers={"Content-Type": "application/vnd.api+json"}
         )
 
     def check(self, object_: str | None = None) -> str:
         """`GET /api/accounts`: the key's account (read-only, any private key may call it)."""
-        response = self._request("GET", "/api/accounts")
+        response = self.client.request("GET", "/api/accounts")
         if not response.is_success:
             raise KlaviyoJobError(
                 f"destination '{self.name}': GET /api/accounts answered "
@@ -209,7 +204,7 @@ class KlaviyoDestination(Destination[KlaviyoConfig]):
         found = f"Klaviyo account {account} accepts the private key"
         list_id = _list_id(object_)
         if list_id is not None:
-            got = self._request("GET", f"/api/lists/{list_id}")
+            got = self.client.request("GET", f"/api/lists/{list_id}")
             if got.status_code == 404:
                 raise KlaviyoJobError(
                     f"destination '{self.name}': Klaviyo has no list '{list_id}'. Fix: use the "
@@ -298,7 +293,7 @@ class KlaviyoDestination(Destination[KlaviyoConfig]):
         path = f"/api/profile-bulk-import-jobs/{job_id}"
         deadline = time.monotonic() + self.config.job_timeout_s
         while True:
-            response = self._request("GET", path)
+            response = self.client.request("GET", path)
             if not response.is_success:
                 raise KlaviyoJobError(
                     f"destination '{self.name}': reading import job {job_id} answered "
@@ -331,7 +326,7 @@ class KlaviyoDestination(Destination[KlaviyoConfig]):
         by_ident = {str(p["attributes"].get(field)): r for r, p in chunk}
         url: str | None = f"/api/profile-bulk-import-jobs/{job_id}/import-errors"
         while url:
-            response = self._request(
+            response = self.client.request(
                 "GET", url, params={"page[size]": 100} if "?" not in url else None
             )
             if not response.is_success:
@@ -364,7 +359,7 @@ class KlaviyoDestination(Destination[KlaviyoConfig]):
         for i in range(0, len(missing), MAX_LOOKUP):
             part = missing[i : i + MAX_LOOKUP]
             values = ",".join(json.dumps(str(r.match_value)) for r in part)
-            response = self._request(
+            response = self.client.request(
                 "GET",
                 "/api/profiles",
                 params={
@@ -395,7 +390,7 @@ class KlaviyoDestination(Destination[KlaviyoConfig]):
         for i in range(0, len(keys), MAX_LIST_MEMBERS):
             part = keys[i : i + MAX_LIST_MEMBERS]
             body = {"data": [{"type": "profile", "id": ids[k]} for k in part]}
-            response = self._request(
+            response = self.client.request(
                 "DELETE",
                 f"/api/lists/{list_id}/relationships/profiles",
                 json=body,

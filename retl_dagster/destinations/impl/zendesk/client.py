@@ -114,6 +114,12 @@ class ZendeskDestination(Destination[ZendeskConfig]):
         self.client = HttpClient(
             name,
             config,
+            refused=lambda response: ZendeskAuthError(
+                f"destination '{name}': Zendesk refused the credentials "
+                f"({zendesk_errors(response)}). Fix: set email to the agent's address and "
+                "api_token to an active API token (Admin Center > Apps and integrations > "
+                "Zendesk API); deletes need an admin"
+            ),
             base_url=config.url() + "/api/v2",
             headers={"Accept": "application/json"},
             api_window=Rate(config.requests_per_minute, Duration.MINUTE),
@@ -145,20 +151,9 @@ class ZendeskDestination(Destination[ZendeskConfig]):
         return problems
 
     # -- requests -------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self.client.request(method, path, **kwargs)
-        if response.status_code in (401, 403):
-            raise ZendeskAuthError(
-                f"destination '{self.name}': Zendesk refused the credentials "
-                f"({zendesk_errors(response)}). Fix: set email to the agent's address and "
-                "api_token to an active API token (Admin Center > Apps and integrations > "
-                "Zendesk API); deletes need an admin"
-            )
-        return response
-
     def check(self, object_: str | None = None) -> str:
         """`GET /users/me`: the user the token acts as (read-only)."""
-        response = self._request("GET", "/users/me")
+        response = self.client.request("GET", "/users/me")
         if not response.is_success:
             raise ZendeskJobError(
                 f"destination '{self.name}': GET /users/me answered {zendesk_errors(response)}. "
@@ -203,7 +198,9 @@ class ZendeskDestination(Destination[ZendeskConfig]):
         for i in range(0, len(records), MAX_PER_JOB):
             chunk = records[i : i + MAX_PER_JOB]
             users = [self._body(batch, r, USER_PROPERTIES, "user_fields") for r in chunk]
-            response = self._request("POST", "/users/create_or_update_many", json={"users": users})
+            response = self.client.request(
+                "POST", "/users/create_or_update_many", json={"users": users}
+            )
             if response.status_code in (400, 422):
                 reason = zendesk_errors(response)
                 out.rejected.update({r.key: reason for r in chunk})
@@ -249,7 +246,7 @@ class ZendeskDestination(Destination[ZendeskConfig]):
                     "sent again by the next run. Fix: raise job_timeout_s if Zendesk is slow"
                 )
             time.sleep(self.config.poll_interval_s)
-            polled = self._request("GET", f"/job_statuses/{job.get('id')}")
+            polled = self.client.request("GET", f"/job_statuses/{job.get('id')}")
             if not polled.is_success:
                 raise ZendeskJobError(
                     f"destination '{self.name}': reading job {job.get('id')} answered "
@@ -266,7 +263,7 @@ class ZendeskDestination(Destination[ZendeskConfig]):
 
     def _organization(self, batch: Batch, record: Record, out: BatchResult) -> None:
         body = self._body(batch, record, ORGANIZATION_PROPERTIES, "organization_fields")
-        response = self._request(
+        response = self.client.request(
             "POST", "/organizations/create_or_update", json={"organization": body}
         )
         if response.is_success:
@@ -287,7 +284,7 @@ class ZendeskDestination(Destination[ZendeskConfig]):
             for i in range(0, len(group), MAX_PER_JOB):
                 chunk = group[i : i + MAX_PER_JOB]
                 values = [str(r.dest_id if param == "ids" else r.match_value) for r in chunk]
-                response = self._request(
+                response = self.client.request(
                     "DELETE", f"/{batch.object}/destroy_many", params={param: ",".join(values)}
                 )
                 results = self._job(response, "destroy_many")
