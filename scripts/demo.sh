@@ -8,6 +8,7 @@ if [ ! -x .venv/bin/retl ]; then
   python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -e retl_dagster_tests/plugin_sample  # the tests' sample plugin
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 
