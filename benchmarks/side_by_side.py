@@ -70,12 +70,19 @@ destinations:
 """
 
 
-def _config() -> Any:
+INCREMENTAL = "incremental: {cursor: updated_at, full_every: 24h}\n"
+BEFORE, AFTER = "2026-01-01 00:00:00", "2026-06-01 00:00:00"
+"""`updated_at` of run 1's rows, and of the rows the churn changes or adds."""
+
+
+def _config(incremental: bool = False) -> Any:
     import yaml
 
     from retl_dagster.engine.config import SyncConfig
 
-    return SyncConfig.model_validate(yaml.safe_load(SYNC_YAML))
+    return SyncConfig.model_validate(
+        yaml.safe_load(SYNC_YAML + (INCREMENTAL if incremental else ""))
+    )
 
 
 def rss_mb() -> float:
@@ -94,15 +101,20 @@ def make_model(con: Any, n: int, table: str = "bench_model", start: int = 0) -> 
                (i * 1.37)::decimal(12, 2) as ltv,
                timestamp '2020-01-01' + to_seconds(i) as signup_at,
                i % 7 <> 0 as is_active,
-               (i % 1000) / 7.0 as score
+               (i % 1000) / 7.0 as score,
+               timestamp '{BEFORE}' as updated_at
         from range({start}, {start + n}) t(i)""")
 
 
 def churn(con: Any, n: int) -> None:
-    """1% changed, 0.5% removed, 0.5% added."""
-    con.execute("update bench_model set plan = plan || '+' where id % 100 = 0")
+    """1% changed, 0.5% removed, 0.5% added (changed and added rows with a later updated_at)."""
+    con.execute(
+        f"update bench_model set plan = plan || '+', updated_at = timestamp '{AFTER}' "
+        "where id % 100 = 0"
+    )
     con.execute("delete from bench_model where id % 200 = 1")
     make_model(con, n // 200, "bench_new", start=n)
+    con.execute(f"update bench_new set updated_at = timestamp '{AFTER}'")
     con.execute("insert into bench_model select * from bench_new")
     con.execute("drop table bench_new")
 
@@ -110,6 +122,7 @@ def churn(con: Any, n: int) -> None:
 def task_make(db: str, n: int) -> dict[str, Any]:
     """Model, the pandas user's snapshot, run 1 diffed and committed as acknowledged, churn."""
     from retl_dagster.engine import diff
+    from retl_dagster.engine.runs import record_run
     from retl_dagster.engine.warehouse import Warehouse
 
     cfg = _config()
@@ -123,6 +136,17 @@ def task_make(db: str, n: int) -> dict[str, Any]:
             """from _retl."bench__diff" where _retl_run_id = 'r1\'"""
         )
         wh.execute('delete from _retl."bench__diff"')
+        # Run 1 finished as an incremental sync's full diff would: its cursor is the start.
+        record_run(
+            wh,
+            "bench",
+            "r1",
+            status="succeeded",
+            diff_kind="full",
+            cursor_to=BEFORE,
+            diff_signature=diff.diff_signature(_config(True), "select * from bench_model"),
+            finished=True,
+        )
         churn(wh.con, n)
     return {}
 
@@ -159,6 +183,23 @@ def task_engine_diff(db: str) -> dict[str, Any]:
     with Warehouse(db) as wh:
         t = time.perf_counter()
         counts = diff.compute_diff(wh, _config(), "select * from bench_model", "r2", 0)
+        return {"seconds": time.perf_counter() - t, "changes": counts.total}
+
+
+def task_engine_incremental(db: str) -> dict[str, Any]:
+    """What diff_run does for an incremental sync, less the key check (engine_diff has none):
+    plan from the last finished run, read the cursor's high mark, diff the rows past it."""
+    from retl_dagster.engine import diff
+    from retl_dagster.engine.warehouse import Warehouse
+
+    cfg, model = _config(incremental=True), "select * from bench_model"
+    with Warehouse(db) as wh:
+        t = time.perf_counter()
+        plan = diff.plan_diff(wh, cfg, model)
+        assert plan.incremental and plan.cursor_from, plan
+        assert diff.cursor_high(wh, cfg, model) == AFTER
+        rows = diff.incremental_sql(wh, cfg, model, plan.cursor_from)
+        counts = diff.compute_diff(wh, cfg, rows, "r3", 0, incremental=True)
         return {"seconds": time.perf_counter() - t, "changes": counts.total}
 
 
@@ -376,7 +417,7 @@ def part_diff(rows: list[int], repeat: int, pandas_max: int) -> list[str]:
             db = f"{tmp}/bench.duckdb"
             run("make", db, n)
             results: dict[str, list[dict[str, Any]]] = {}
-            contenders = ["floor", "straightforward", "engine_diff"] + (
+            contenders = ["floor", "straightforward", "engine_diff", "engine_incremental"] + (
                 ["pandas"] if n <= pandas_max else []
             )
             for _ in range(repeat):
@@ -387,7 +428,8 @@ def part_diff(rows: list[int], repeat: int, pandas_max: int) -> list[str]:
             for c in contenders:
                 s = median(results[c], "seconds")
                 rss = max(r["rss_mb"] for r in results[c])
-                slower = "" if c in ("floor", "engine_diff") else f"{s / engine:.1f}x"
+                ours = c in ("floor", "engine_diff", "engine_incremental")
+                slower = "" if ours else f"{s / engine:.1f}x"
                 emit(lines, f"{n:,}", c, f"{s:.2f}", f"{rss:.0f}", f"{s / floor:.1f}x", slower)
     return lines
 

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import filelock
 import pytest
 
+from retl_dagster.common.settings import DBT_MANIFEST
 from retl_dagster.definitions import ensure_dbt_manifest
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
 from retl_dagster_tests.harness import (
@@ -40,8 +42,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def dbt_manifest() -> None:
-    # dagster-dbt only prepares the manifest under `dagster dev`; tests do it themselves.
-    ensure_dbt_manifest()
+    # dagster-dbt only prepares the manifest under `dagster dev`; tests do it themselves, one
+    # test process at a time (the suite runs in several, pytest-xdist).
+    DBT_MANIFEST.parent.mkdir(exist_ok=True)
+    with filelock.FileLock(DBT_MANIFEST.parent / ".manifest.lock"):
+        ensure_dbt_manifest()
 
 
 @pytest.fixture

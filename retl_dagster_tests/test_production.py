@@ -9,15 +9,17 @@ without losing a row."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import textwrap
+import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,20 @@ spread of the three runs' starts (the daemon launches queued runs one after anot
 waiting for its worker to start: ~2 s apart), so loads that may run together do overlap."""
 KILL_ROWS = 600
 KILL_DELAY_S = 0.15
+
+
+def hold_first_request(barrier: threading.Barrier) -> Callable[[dict[str, Any]], None]:
+    """A receiver's `before_answer` that waits at `barrier` on its first request only."""
+    seen = threading.Event()
+
+    def hold(body: dict[str, Any]) -> None:
+        if seen.is_set():
+            return
+        seen.set()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait()
+
+    return hold
 
 
 @dataclass
@@ -332,6 +348,13 @@ def test_syncs_overlap_and_a_killed_worker_loses_nothing(
 
         # Three syncs at once: the daemon dequeues them (one queued run per sync at most), they
         # load side by side, and every receiver gets every row of its model exactly once.
+        # Each receiver holds its first request until all three loads have sent one (at most
+        # 25 s, inside the client's 30 s timeout): loads allowed to run side by side then
+        # overlap however slowly the daemon starts their workers; loads run one after another
+        # do not.
+        all_started = threading.Barrier(len(SYNCS), timeout=25)
+        for r in receivers.values():
+            r.before_answer = hold_first_request(all_started)
         runs = {s: ui.launch(f"to_{s}", f"20261129T100000Z-first{s}") for s in SYNCS}
         statuses = {s: ui.wait_done(run_id, 90) for s, run_id in runs.items()}
         assert statuses == dict.fromkeys(SYNCS, "SUCCESS"), ui.tail()
@@ -344,6 +367,8 @@ def test_syncs_overlap_and_a_killed_worker_loses_nothing(
         spans = {s: f"{w[0] - t0:.1f}-{w[1] - t0:.1f}s" for s, w in windows.items()}
         together = min(w[1] for w in windows.values()) - max(w[0] for w in windows.values())
         assert together > 0, f"the three loads did not overlap: {spans}"
+        for r in receivers.values():
+            r.before_answer = None
 
         # A run whose worker dies mid-load is reported failed (with Dagster's default launcher
         # the code server notices its child died; README: Running in production), and the next

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
+import tomllib
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,34 +19,46 @@ from retl_dagster_tests.harness import defs_from_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DG = ROOT / ".venv" / "bin" / "dg"
-DEFS = ROOT / "retl_dagster" / "defs"
 SCHEMA = ROOT / "docs" / "schema" / "components.schema.json"
 
 
-def dg(*args: str) -> subprocess.CompletedProcess[str]:
+def dg(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "VIRTUAL_ENV": str(ROOT / ".venv")}
     return subprocess.run(
-        [str(DG), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [str(DG), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
 
 
+def scratch_project(where: Path) -> Path:
+    """A project with this one's `[tool.dg]` settings and an empty `retl_dagster/defs/`: `dg`
+    scaffolds there as it would here, without writing into the project other tests load."""
+    where.mkdir(parents=True, exist_ok=True)
+    dg_settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dg"]
+    project = "".join(f"{k} = {json.dumps(v)}\n" for k, v in dg_settings["project"].items())
+    (where / "pyproject.toml").write_text(
+        '[project]\nname = "scratch"\nversion = "0"\n\n'
+        f'[tool.dg]\ndirectory_type = "{dg_settings["directory_type"]}"\n\n'
+        f"[tool.dg.project]\n{project}"
+    )
+    (where / "retl_dagster" / "defs").mkdir(parents=True)
+    return where
+
+
 @pytest.fixture
-def scaffolded() -> Iterator[dict[str, Path]]:
-    """Each component scaffolded by `dg scaffold defs` into a folder of its own (removed after)."""
-    suffix = uuid.uuid4().hex[:6]
+def scaffolded(tmp_path: Path) -> dict[str, Path]:
+    """Each component scaffolded by `dg scaffold defs` into a folder of its own."""
+    project = scratch_project(tmp_path / "project")
     folders = {
-        "Sync": Path("syncs") / f"new_sync_{suffix}",
-        "Destinations": Path(f"destinations_{suffix}"),
-        "Alerts": Path(f"alerts_{suffix}"),
+        "Sync": Path("syncs") / f"new_sync_{uuid.uuid4().hex[:6]}",
+        "Destinations": Path("destinations"),
+        "Alerts": Path("alerts"),
     }
-    try:
-        for component, folder in folders.items():
-            out = dg("scaffold", "defs", f"retl_dagster.components.{component}", str(folder))
-            assert out.returncode == 0, out.stderr
-        yield {c: DEFS / f / "defs.yaml" for c, f in folders.items()}
-    finally:
-        for folder in folders.values():
-            shutil.rmtree(DEFS / folder, ignore_errors=True)
+    for component, folder in folders.items():
+        out = dg(
+            "scaffold", "defs", f"retl_dagster.components.{component}", str(folder), cwd=project
+        )
+        assert out.returncode == 0, out.stderr
+    return {c: project / "retl_dagster" / "defs" / f / "defs.yaml" for c, f in folders.items()}
 
 
 def attributes(path: Path) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import dagster as dg
 import pydantic
 
+from retl_dagster.common.encoding import to_json_value
 from retl_dagster.common.settings import PROJECT_ROOT, STATE_SCHEMA, strict_definitions
 from retl_dagster.components.alerts import GUARDRAIL_CHANGE_TAG, GUARDRAIL_TAG, alert_sensors
 from retl_dagster.components.dbt_keys import dbt_asset_key
@@ -204,11 +205,18 @@ def _diff_result(
                 )
             ],
         )
+    plan = outcome.plan
+    incremental = plan is not None and plan.incremental
+    how = ""
+    if plan is not None and plan.incremental and config.incremental:
+        how = f" (incremental diff: {config.incremental.cursor} >= {plan.cursor_from})"
+    elif plan is not None and plan.reason:
+        how = f" (full diff: {plan.reason})"
     context.log.info(
         f"sync {name}: {counts.rows_queried} rows queried, {counts.added} added, "
-        f"{counts.changed} changed, {counts.removed} removed"
+        f"{counts.changed} changed, {counts.removed} removed{how}"
     )
-    if config.model.table:
+    if config.model.table and not incremental:
         # A warehouse table is no asset retl materialises: its row count as an observation.
         context.log_event(
             dg.AssetObservation(
@@ -224,6 +232,8 @@ def _diff_result(
             "changed": dg.MetadataValue.int(counts.changed),
             "removed": dg.MetadataValue.int(counts.removed),
             "diff_table": SyncTables(name).diff,
+            **({"diff_kind": plan.kind} if plan is not None and config.incremental else {}),
+            **({"cursor_from": plan.cursor_from} if plan is not None and plan.cursor_from else {}),
         },
         check_results=[dg.AssetCheckResult(check_name=check_name, passed=True)],
     )
@@ -487,7 +497,7 @@ def _preview_jobs(sync: SyncConfig, dest_key: str) -> list[dg.JobDefinition]:
                 "result": "rejected" if reason else "delivered",
                 "error": resource.redact(reason or ""),
                 "record": dg.MetadataValue.json(
-                    {"op": record.op, "id": record.key, "fields": record.fields}
+                    {"op": record.op, "id": record.key, "fields": to_json_value(record.fields)}
                 ),
                 "exchange": dg.MetadataValue.md("```\n" + "\n\n".join(exchanges) + "\n```"),
             },

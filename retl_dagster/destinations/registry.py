@@ -39,6 +39,13 @@ DESTINATIONS: dict[str, str] = {
     "customerio": f"{_IMPL}.customerio.client:CustomerIODestination",
     "iterable": f"{_IMPL}.iterable.client:IterableDestination",
     "intercom": f"{_IMPL}.intercom.client:IntercomDestination",
+    "sfmc": f"{_IMPL}.sfmc.client:SfmcDestination",
+    "facebook_audience": f"{_IMPL}.facebook.audience:FacebookAudienceDestination",
+    "linkedin_audience": f"{_IMPL}.linkedin.audience:LinkedInAudienceDestination",
+    "linkedin_conversions": f"{_IMPL}.linkedin.conversions:LinkedInConversionsDestination",
+    "tiktok_events": f"{_IMPL}.tiktok.events:TikTokEventsDestination",
+    "tiktok_audience": f"{_IMPL}.tiktok.audience:TikTokAudienceDestination",
+    "snowflake": f"{_IMPL}.snowflake.client:SnowflakeDestination",
 }
 """Type name -> `module:ClassName` of its Destination."""
 

@@ -6,12 +6,15 @@ unmapped column sends nothing and a changed mapping resends what it affects.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 
 from retl_dagster.common.settings import STATE_SCHEMA
 from retl_dagster.engine.config import ConfigError, SyncConfig
 from retl_dagster.engine.state import (
     RECORD_RESULTS,
+    SYNC_RUNS,
     SyncTables,
     ensure_state_schema,
     state_types,
@@ -150,12 +153,124 @@ def expire_rejections(wh: Warehouse, config: SyncConfig, run_id: str) -> int:
     return n
 
 
+@dataclass(frozen=True)
+class DiffPlan:
+    """How a run diffs: in full (the whole model against the state), or incrementally (only the
+    rows at or past `cursor_from`, and rows still rejected; nothing is removed)."""
+
+    kind: str
+    """`full` or `incremental`."""
+    cursor_from: str | None = None
+    """The incremental run's lower bound (the last finished run's highest cursor value)."""
+    signature: str | None = None
+    """Digest of what the diff depends on (None: the sync is not incremental)."""
+    reason: str = ""
+    """Why an incremental sync diffs in full this time."""
+
+    @property
+    def incremental(self) -> bool:
+        return self.kind == "incremental"
+
+
+def diff_signature(config: SyncConfig, model_sql: str) -> str:
+    """What an incremental diff depends on: the model, the key, the mappings (as the row hash
+    sees them), the match column and the cursor. A run whose signature differs from the last
+    full diff's diffs in full: a changed mapping must reach every row, not only the recent."""
+    cursor = config.incremental.cursor if config.incremental else ""
+    match = config.match.column if config.match else ""
+    text = "\x1f".join([model_sql, config.primary_key, row_hash_sql(config), match, cursor])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def plan_diff(
+    wh: Warehouse, config: SyncConfig, model_sql: str, now: dt.datetime | None = None
+) -> DiffPlan:
+    """Full or incremental: incremental only for a sync declaring `incremental`, after a full
+    diff of the same declaration finished within `full_every`, with a cursor value recorded by
+    the last finished run and a state to compare with (a reset empties it: full again)."""
+    inc = config.incremental
+    if inc is None:
+        return DiffPlan("full")
+    signature = diff_signature(config, model_sql)
+    if not wh.relation_exists(SYNC_RUNS):
+        return DiffPlan("full", signature=signature, reason="first run")
+    finished = (
+        f"select diff_kind, cursor_to, diff_signature, started_at from {SYNC_RUNS} "
+        "where sync = ? and status in ('succeeded', 'partial') "
+        "and diff_kind in ('full', 'incremental')"
+    )
+    last = wh.fetchone(f"{finished} order by started_at desc limit 1", [config.name])
+    if last is None:
+        return DiffPlan("full", signature=signature, reason="no earlier finished run")
+    if last[2] != signature:
+        return DiffPlan(
+            "full", signature=signature, reason="the model, key, mappings or cursor changed"
+        )
+    if last[1] is None:
+        return DiffPlan("full", signature=signature, reason="the last run saw no cursor value")
+    full = wh.fetchone(
+        f"{finished} and diff_kind = 'full' and diff_signature = ? "
+        "order by started_at desc limit 1",
+        [config.name, signature],
+    )
+    now = now or dt.datetime.now(dt.UTC)
+    if full is None or (now - _aware(full[3])).total_seconds() >= inc.full_every_s:
+        return DiffPlan(
+            "full", signature=signature, reason=f"full_every ({inc.full_every}) has passed"
+        )
+    t = SyncTables(config.name)
+    if wh.fetchone(f"select 1 from {t.state} limit 1") is None:
+        return DiffPlan("full", signature=signature, reason="nothing synced yet (or a reset)")
+    return DiffPlan("incremental", cursor_from=str(last[1]), signature=signature)
+
+
+def cursor_high(wh: Warehouse, config: SyncConfig, model_sql: str) -> str | None:
+    """The model's highest `incremental.cursor` value, as text (read before the diff: a row
+    changed meanwhile is at or past it, so the next run sees it again)."""
+    assert config.incremental
+    cursor = quote_ident(config.incremental.cursor)
+    row = wh.fetchone(f"select cast(max({cursor}) as varchar) from ({model_sql}) as m")
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def incremental_sql(wh: Warehouse, config: SyncConfig, model_sql: str, cursor_from: str) -> str:
+    """The model narrowed to the rows an incremental run diffs: cursor at or past
+    `cursor_from` (equal ones again: rows written in the same instant as the last read; the
+    hash comparison drops those unchanged), and the rows whose records are still rejected (so
+    they are retried as in a full diff)."""
+    assert config.incremental
+    types = dict(wh.columns_of(model_sql))
+    type_of = {c.lower(): ty for c, ty in types.items()}
+    cursor = config.incremental.cursor
+    literal = "'" + cursor_from.replace("'", "''") + "'"
+    pk = quote_ident(config.primary_key)
+    t = SyncTables(config.name)
+    return (
+        f"select * from ({model_sql}) as retl_inc "
+        f"where {quote_ident(cursor)} >= cast({literal} as {type_of[cursor.lower()]}) "
+        f"or cast({pk} as varchar) in "
+        f"(select _retl_key from {t.pending} where not expired)"
+    )
+
+
 def compute_diff(
-    wh: Warehouse, config: SyncConfig, model_sql: str, run_id: str, rows_queried: int
+    wh: Warehouse,
+    config: SyncConfig,
+    model_sql: str,
+    run_id: str,
+    rows_queried: int,
+    *,
+    incremental: bool = False,
 ) -> DiffCounts:
     """Write this run's added/changed/removed rows into `_retl.<sync>__diff`; return counts.
 
     Computing the same run again replaces its rows (re-materialising a partition is safe).
+    `incremental`: `model_sql` holds only some rows (`incremental_sql`), so a state row without
+    a model row is not a removal: the model joins the state one way and nothing is removed.
     """
     types = model_columns(wh, config, model_sql)
     type_of = {c.lower(): ty for c, ty in types.items()}
@@ -178,6 +293,7 @@ def compute_diff(
     mcols = ", ".join(f"m.{quote_ident(c)}" for c in cols)
     pk = quote_ident(config.primary_key)
     match = f"cast({quote_ident(config.match.column)} as varchar)" if config.match else "null"
+    join = "left join" if incremental else "full outer join"
     with wh.transaction():
         wh.execute(f"delete from {t.diff} where _retl_run_id = ?", [run_id])
         expire_rejections(wh, config, run_id)
@@ -202,7 +318,7 @@ def compute_diff(
                        case when m._retl_key is null then s._retl_match
                             else m._retl_match end as _retl_match,
                        s._retl_dest_id, {mcols}
-                from m full outer join {t.state} as s on s._retl_key = m._retl_key
+                from m {join} {t.state} as s on s._retl_key = m._retl_key
                 where m._retl_hash is distinct from s._retl_hash
             )
             select ?, _retl_op, _retl_key, _retl_hash, _retl_match, _retl_dest_id, {qcols}

@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 from retl_dagster.engine.state import (
+    DIFF_COLUMNS,
     RECORD_RESULTS,
     STAGE_TIMINGS,
     SYNC_RUNS,
@@ -32,6 +33,7 @@ RUN_COLUMNS = (
     "matched",
     "match_rate",
     *STAGE_TIMINGS,
+    *DIFF_COLUMNS,
 )
 
 

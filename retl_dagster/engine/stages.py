@@ -42,6 +42,8 @@ class DiffOutcome:
     """The primary-key check, when the stage ran it."""
     error: str | None = None
     """Why the run stops here (a declaration that does not fit the model, bad keys)."""
+    plan: diff_stage.DiffPlan | None = None
+    """Full or incremental, and why full (None when no diff was made)."""
 
     @property
     def ok(self) -> bool:
@@ -98,6 +100,13 @@ def diff_run(
     try:
         model_sql = model_select(config)
         diff_stage.model_columns(wh, config, model_sql)
+        plan = diff_stage.plan_diff(wh, config, model_sql)
+        cursor_to = diff_stage.cursor_high(wh, config, model_sql) if config.incremental else None
+        if plan.incremental:
+            assert plan.cursor_from is not None
+            # The key check too reads only these rows: a key duplicated between one of them
+            # and an older row shows in the next full diff.
+            model_sql = diff_stage.incremental_sql(wh, config, model_sql, plan.cursor_from)
         keys = diff_stage.check_keys(wh, config, model_sql)
     except ConfigError as exc:
         record_run(wh, name, run_id, status="failed", error=str(exc), finished=True)
@@ -111,11 +120,21 @@ def diff_run(
     query_s = time.monotonic() - started
     record_run(wh, name, run_id, status="preparing", rows_queried=keys.rows, query_s=query_s)
     started = time.monotonic()
-    counts = diff_stage.compute_diff(wh, config, model_sql, run_id, keys.rows)
-    record_run(wh, name, run_id, diff_s=time.monotonic() - started)
+    counts = diff_stage.compute_diff(
+        wh, config, model_sql, run_id, keys.rows, incremental=plan.incremental
+    )
+    record_run(
+        wh,
+        name,
+        run_id,
+        diff_s=time.monotonic() - started,
+        diff_kind=plan.kind,
+        cursor_to=cursor_to,
+        diff_signature=plan.signature,
+    )
     guard = _removal_guard(wh, config, run_id, counts, allow_removals)
     if guard is not None:
-        return DiffOutcome(counts=counts, keys=keys, error=guard)
+        return DiffOutcome(counts=counts, keys=keys, error=guard, plan=plan)
     record_run(
         wh,
         name,
@@ -125,7 +144,7 @@ def diff_run(
         changed=counts.changed,
         removed=counts.removed,
     )
-    return DiffOutcome(counts=counts, keys=keys)
+    return DiffOutcome(counts=counts, keys=keys, plan=plan)
 
 
 def _removal_guard(

@@ -22,6 +22,11 @@ STAGE_TIMINGS = ("query_s", "diff_s", "map_s", "send_s", "commit_s")
 checking its keys, diffing, reading the run's rows out and mapping them, sending (the wall time
 of delivery, batches in flight overlapping), committing acknowledged outcomes (on the committer
 thread, overlapping sending)."""
+DIFF_COLUMNS = ("diff_kind", "cursor_to", "diff_signature")
+"""How a run diffed, as `_retl.sync_runs` keeps it: `full` or `incremental` (null for a
+replay); the highest `incremental.cursor` value the model had when the run
+read it (the next incremental run starts there); a digest of what the diff depends on (model,
+key, mappings, cursor), so a changed declaration diffs in full."""
 RECORD_RESULTS = f"{STATE_SCHEMA}.sync_record_results"
 
 
@@ -98,6 +103,7 @@ def ensure_state_schema(wh: Warehouse, sync: str, key_type: str | None = None) -
                 identified bigint, matched bigint, match_rate double precision,
                 query_s double precision, diff_s double precision, map_s double precision,
                 send_s double precision, commit_s double precision,
+                diff_kind varchar, cursor_to varchar, diff_signature varchar,
                 primary key (sync, run_id))"""
         )
         wh.execute(
@@ -118,6 +124,7 @@ def ensure_state_schema(wh: Warehouse, sync: str, key_type: str | None = None) -
             (SYNC_RUNS, "matched", "bigint"),
             (SYNC_RUNS, "match_rate", "double precision"),
             *((SYNC_RUNS, stage, "double precision") for stage in STAGE_TIMINGS),
+            *((SYNC_RUNS, column, "varchar") for column in DIFF_COLUMNS),
         ):
             wh.execute(f"alter table {table} add column if not exists {column} {type_}")
     return t

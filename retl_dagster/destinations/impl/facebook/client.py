@@ -14,7 +14,6 @@ start time, the same on every retry and replay (Meta drops a resend by event_id 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -30,6 +29,7 @@ from retl_dagster.destinations.base import (
     SyncShape,
 )
 from retl_dagster.destinations.bisect import send_isolating
+from retl_dagster.destinations.hashing import stable_event_id
 from retl_dagster.destinations.http import HttpClient, error_object, error_text
 from retl_dagster.destinations.impl.facebook import normalize
 from retl_dagster.destinations.impl.facebook.config import MAX_EVENTS, FacebookConversionsConfig
@@ -92,7 +92,7 @@ def error_message(err: dict[str, Any], response: httpx.Response) -> str:
 
 def event_id(sync: str, key: str) -> str:
     """Stable per row: a resent or replayed event carries the same id, so Meta keeps one."""
-    return "retl-" + hashlib.sha256(f"{sync}\x1f{key}".encode()).hexdigest()[:32]
+    return stable_event_id(sync, key)
 
 
 def unix_seconds(value: Any, default: dt.datetime) -> int:

@@ -10,3 +10,8 @@ class FacebookAuthError(DestinationError):
 
 class InvalidValue(ValueError):
     """A row's value cannot become what Meta accepts; the row is rejected with this message."""
+
+
+class FacebookAudienceError(DestinationError):
+    """The custom audience cannot take members at all (missing, not reachable with the token's
+    permissions, flagged by Meta, or not a customer list): the run fails, saying what to fix."""

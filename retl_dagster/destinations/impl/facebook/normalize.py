@@ -10,13 +10,13 @@ normalised is left out of the event (with a reason), not the whole event.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 import unicodedata
 from collections.abc import Callable
 from typing import Any
 
 from retl_dagster.destinations import phones
+from retl_dagster.destinations.hashing import SHA256_HEX, sha256
 from retl_dagster.destinations.impl.facebook.exceptions import InvalidValue
 
 HASHED_KEYS = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")
@@ -61,7 +61,6 @@ IDENTIFYING_KEYS = frozenset(
 )
 """Keys that point at one person by themselves (IP address and user agent only together)."""
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 # ANSI codes of the US states: "California" and "CA" both become "ca", as Meta asks.
 US_STATES = {
@@ -78,11 +77,6 @@ US_STATES = {
     "washington": "wa", "westvirginia": "wv", "wisconsin": "wi", "wyoming": "wy",
     "puertorico": "pr",
 }  # fmt: skip
-
-
-def sha256(text: str) -> str:
-    """Lower-case hex SHA-256 of the UTF-8 bytes."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _text(value: Any) -> str:
@@ -200,7 +194,7 @@ def hash_value(
     """The hashed value Meta expects for `key`, or None when nothing is left to send."""
     if value is None or str(value).strip() == "":
         return None
-    if _SHA256.match(str(value).strip().lower()):
+    if SHA256_HEX.match(str(value).strip().lower()):
         return str(value).strip().lower()
     if key == "ph":
         normalized = phone(value, phone_country_code)
@@ -222,7 +216,7 @@ def user_data(
     out and its reason appended to `notes`."""
     raw_country = fields.get("country")
     country = None
-    if raw_country not in (None, "") and not _SHA256.match(str(raw_country).lower()):
+    if raw_country not in (None, "") and not SHA256_HEX.match(str(raw_country).lower()):
         country = country_code(raw_country)
     out: dict[str, Any] = {}
     for key in USER_DATA_KEYS:
@@ -254,3 +248,211 @@ def identifies(data: dict[str, Any]) -> bool:
     if any(data.get(k) for k in IDENTIFYING_KEYS):
         return True
     return bool(data.get("client_ip_address") and data.get("client_user_agent"))
+
+
+# -- Customer lists (Custom Audiences from a customer file) -----------------------------------
+# Meta's multi-key schema for `POST /{audience_id}/users`, in the order of the Business SDK's
+# `CustomAudience.Schema.MultiKeySchema`. Every key is normalised and SHA-256 hashed except
+# EXTERN_ID and MADID, which go as they are. Where Meta's "Hashing and normalizing data" table
+# and the SDK's `normalize_key` differ, the table wins (the contract tests name each place).
+
+LIST_KEYS = (
+    "EXTERN_ID",
+    "EMAIL",
+    "PHONE",
+    "GEN",
+    "DOBY",
+    "DOBM",
+    "DOBD",
+    "LN",
+    "FN",
+    "FI",
+    "CT",
+    "ST",
+    "ZIP",
+    "MADID",
+    "COUNTRY",
+)
+UNHASHED_LIST_KEYS = frozenset({"EXTERN_ID", "MADID"})
+STANDALONE_LIST_KEYS = frozenset({"EXTERN_ID", "EMAIL", "PHONE", "MADID"})
+"""Keys that point at one person by themselves; names need a place or a birth date with them."""
+NAME_COMPANIONS = frozenset({"ZIP", "CT", "ST", "COUNTRY", "DOBY"})
+LIST_DOB = "dob"
+"""A mapped date of birth, sent as DOBY, DOBM and DOBD."""
+LIST_FIELDS = (*(k.lower() for k in LIST_KEYS), LIST_DOB)
+"""The names a sync maps to: the schema keys in lower case, and `dob`."""
+
+_MADID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_EDGES = re.compile(r"^[\s\0\x0b.]+|[\s\0\x0b.]+$")
+_MONTHS = (
+    "january", "february", "march", "april", "may", "june",
+    "july", "august", "september", "october", "november", "december",
+)  # fmt: skip
+
+
+def list_text(value: Any) -> str:
+    """NFC, lower-case, no white space, NUL, vertical tab or dots at either end: what the SDK
+    does to every value before its per-key rules (`strip(" \\t\\r\\n\\0\\x0B.").lower()`)."""
+    return _EDGES.sub("", unicodedata.normalize("NFC", str(value))).lower()
+
+
+def ascii_letters(value: Any) -> str:
+    """a-z only (`São Paulo` -> `sopaulo`), as Meta's table asks of CT and ST and the SDK does."""
+    return re.sub(r"[^a-z]", "", list_text(value))
+
+
+def list_state(value: Any) -> str:
+    """A US state's two-letter code (`California`, `CA` -> `ca`, as the table asks); elsewhere
+    a-z only."""
+    s = ascii_letters(value)
+    return US_STATES.get(s, s)
+
+
+def list_phone(value: Any, region: str | None) -> str:
+    """Digits with the country code, no `+` or leading zeros (`+44 (0)20 7946 0958` ->
+    `442079460958`); a national number takes `region`. Raises phones.PhoneError."""
+    return phone(value, region)
+
+
+def birth_year(value: Any) -> str:
+    """YYYY, 1900 to this year."""
+    digits = re.sub(r"\D", "", str(value))
+    if len(digits) != 4 or not 1900 <= int(digits) <= dt.date.today().year:
+        raise InvalidValue(
+            "doby is not a year of birth (YYYY, 1900 to this year), so it was left out"
+        )
+    return digits
+
+
+def birth_month(value: Any) -> str:
+    """MM, 01 to 12 (`5`, `05`, `May` -> `05`)."""
+    text = list_text(value)
+    names = [m for m in _MONTHS if text and len(text) >= 3 and m.startswith(text)]
+    if len(names) == 1:
+        return f"{_MONTHS.index(names[0]) + 1:02d}"
+    digits = re.sub(r"\D", "", text)
+    if not digits or not 1 <= int(digits) <= 12:
+        raise InvalidValue("dobm is not a month (1-12 or its name), so it was left out")
+    return f"{int(digits):02d}"
+
+
+def birth_day(value: Any) -> str:
+    """DD, 01 to 31."""
+    digits = re.sub(r"\D", "", str(value))
+    if not digits or not 1 <= int(digits) <= 31:
+        raise InvalidValue("dobd is not a day of the month (1-31), so it was left out")
+    return f"{int(digits):02d}"
+
+
+def first_initial(value: Any) -> str:
+    """The first letter of the first name, lower-case (`F.`, `Frank` -> `f`)."""
+    return name(value)[:1]
+
+
+def madid(value: Any) -> str:
+    """An Apple IDFA or Android advertising id, lower-case with its hyphens (Meta: not hashed).
+    An all-zero id (a device that limits ad tracking) identifies nobody."""
+    text = list_text(value)
+    if not _MADID.match(text) or not text.strip("0-"):
+        raise InvalidValue(
+            "madid is not a mobile advertising id (IDFA or AAID: 8-4-4-4-12 hex digits, not all "
+            "zero), so it was left out"
+        )
+    return text
+
+
+LIST_NORMALIZERS: dict[str, Callable[[Any], str]] = {
+    "EXTERN_ID": external_id,
+    "EMAIL": list_text,
+    "GEN": gender,
+    "DOBY": birth_year,
+    "DOBM": birth_month,
+    "DOBD": birth_day,
+    "LN": name,
+    "FN": name,
+    "FI": first_initial,
+    "CT": ascii_letters,
+    "ST": list_state,
+    "MADID": madid,
+    "COUNTRY": country_code,
+}
+"""Per schema key, except PHONE and ZIP, which depend on the row's country."""
+
+
+def list_value(
+    key: str, value: Any, *, country: str | None = None, phone_region: str | None = None
+) -> str:
+    """What Meta's customer list takes for `key`: normalised and SHA-256 hashed (EXTERN_ID and
+    MADID normalised only); "" when nothing is left. A value that already is a SHA-256 hex
+    digest goes as it is (Meta takes a MADID hashed or not), except an EXTERN_ID, which is never
+    hashed. Raises ValueError (InvalidValue, phones.PhoneError) when the value cannot be
+    normalised."""
+    if value is None or str(value).strip() == "":
+        return ""
+    text = str(value).strip().lower()
+    if key != "EXTERN_ID" and SHA256_HEX.match(text):
+        return text
+    if key == "PHONE":
+        normalized = list_phone(value, phone_region)
+    elif key == "ZIP":
+        normalized = zip_code(value, country)
+    else:
+        normalized = LIST_NORMALIZERS[key](value)
+    if not normalized or key in UNHASHED_LIST_KEYS:
+        return normalized
+    return sha256(normalized)
+
+
+def customer_list_entry(
+    fields: dict[str, Any], phone_country_code: str | None = None, notes: list[str] | None = None
+) -> dict[str, str]:
+    """One customer's values by schema key, from a record's mapped fields (`email`, `fn`,
+    `dob`...): each normalised and hashed as Meta asks. A value that cannot be normalised is
+    left out and its reason appended to `notes`; the customer's other keys still go. A phone
+    number without a country code is read in the row's own COUNTRY, else in
+    `phone_country_code`."""
+    raw = {k: fields.get(k.lower()) for k in LIST_KEYS}
+    dob = fields.get(LIST_DOB)
+    if dob not in (None, ""):
+        try:
+            ymd = date_of_birth(dob)
+            raw["DOBY"] = raw["DOBY"] or ymd[:4]
+            raw["DOBM"] = raw["DOBM"] or ymd[4:6]
+            raw["DOBD"] = raw["DOBD"] or ymd[6:]
+        except InvalidValue:
+            if notes is not None:
+                notes.append(
+                    "dob is not a date of birth (YYYY-MM-DD or YYYYMMDD), so it was left out"
+                )
+    country = None
+    raw_country = raw["COUNTRY"]
+    if raw_country not in (None, "") and not SHA256_HEX.match(str(raw_country).strip().lower()):
+        c = ascii_letters(raw_country)
+        country = c if len(c) == 2 else None
+    region = None
+    if country:
+        try:
+            region = phones.region(country)
+        except ValueError:  # a country phonenumbers has no numbering plan for
+            region = None
+    entry: dict[str, str] = {}
+    for key in LIST_KEYS:
+        try:
+            value = list_value(
+                key, raw[key], country=country, phone_region=region or phone_country_code
+            )
+        except ValueError as exc:
+            if notes is not None:
+                notes.append(str(exc))
+            continue
+        if value:
+            entry[key] = value
+    return entry
+
+
+def list_identifies(entry: dict[str, str]) -> bool:
+    """Whether a customer list entry can point Meta at one person: an email, phone, mobile
+    advertising id or extern id, or a first and last name with a place or a year of birth."""
+    if any(entry.get(k) for k in STANDALONE_LIST_KEYS):
+        return True
+    return bool(entry.get("FN") and entry.get("LN") and any(entry.get(k) for k in NAME_COMPANIONS))

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import zoneinfo
 from typing import Any, ClassVar
@@ -29,6 +28,7 @@ from retl_dagster.destinations.base import (
     Record,
     SyncShape,
 )
+from retl_dagster.destinations.hashing import stable_event_id
 from retl_dagster.destinations.impl.google_ads import normalize
 from retl_dagster.destinations.impl.google_ads.api import GoogleAdsApi, describe, parse_errors
 from retl_dagster.destinations.impl.google_ads.config import (
@@ -63,7 +63,7 @@ acknowledged before, so it counts as delivered, not as rejected."""
 
 def order_id(sync: str, key: str) -> str:
     """Stable per row, so Google recognises a resent conversion by its order id."""
-    return "retl-" + hashlib.sha256(f"{sync}\x1f{key}".encode()).hexdigest()[:32]
+    return stable_event_id(sync, key)
 
 
 def _naive(value: Any) -> bool:

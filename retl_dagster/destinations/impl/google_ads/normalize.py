@@ -9,30 +9,19 @@ that cannot be put in E.164 is left out (with a reason); the record's other iden
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import unicodedata
 from typing import Any
 
 from retl_dagster.destinations import phones
+from retl_dagster.destinations.hashing import prehashed, sha256
 
 IDENTIFIER_FIELDS = ("email", "phone", "first_name", "last_name", "country_code", "postal_code")
 ADDRESS_FIELDS = ("first_name", "last_name", "country_code", "postal_code")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _GMAIL = ("gmail.com", "googlemail.com")
 
 Identifier = dict[str, Any]
 """One `UserIdentifier` as the REST API spells it, e.g. `{"hashedEmail": "<hex>"}`."""
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _prehashed(value: Any) -> str | None:
-    text = str(value).strip().lower()
-    return text if _SHA256.match(text) else None
 
 
 def email(value: Any) -> str:
@@ -64,7 +53,7 @@ def last_name(value: Any) -> str:
 
 
 def hashed(normalizer: Any, value: Any, *args: Any) -> str:
-    return _prehashed(value) or sha256(normalizer(value, *args))
+    return prehashed(value) or sha256(normalizer(value, *args))
 
 
 def identifiers(
