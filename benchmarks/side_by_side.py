@@ -72,7 +72,8 @@ destinations:
 
 INCREMENTAL = "incremental: {cursor: updated_at, full_every: 24h}\n"
 BEFORE, AFTER = "2026-01-01 00:00:00", "2026-06-01 00:00:00"
-"""`updated_at` of run 1's rows, and of the rows the churn changes or adds."""
+"""`updated_at`: run 1's rows up to BEFORE (one second apart, the last at BEFORE), the rows the
+churn changes or adds at AFTER."""
 
 
 def _config(incremental: bool = False) -> Any:
@@ -102,7 +103,7 @@ def make_model(con: Any, n: int, table: str = "bench_model", start: int = 0) -> 
                timestamp '2020-01-01' + to_seconds(i) as signup_at,
                i % 7 <> 0 as is_active,
                (i % 1000) / 7.0 as score,
-               timestamp '{BEFORE}' as updated_at
+               timestamp '{BEFORE}' - to_seconds({start + n - 1} - i) as updated_at
         from range({start}, {start + n}) t(i)""")
 
 

@@ -90,18 +90,37 @@ def test_runs_read_only_rows_past_the_cursor_and_a_full_diff_catches_the_rest(
             (21, 'user21@example.com', 'free', cast('2026-02-01' as timestamp))""",
     )
     n = len(receiver.requests)
+    receiver.reject = lambda record: "plan locked" if record["id"] == "4" else None
     second = run_sync(defs, "inc_hook", instance)
-    assert second.status == "succeeded", second.summary
+    assert second.status == "partial", second.summary
     # Only rows at or past the last cursor were read: the three moved ones and the last row
     # of the first run (equal to its cursor; unchanged, so not sent).
     assert runs(warehouse_path)[-1][:2] == ("incremental", 4)
     assert sent(receiver, n) == {"3": "changed", "4": "changed", "21": "added"}
 
-    # Nothing new: an incremental run reads only the rows at the cursor and sends nothing.
+    # A row moves past the cursor while the rejected one is still refused: both are sent.
+    sql(
+        warehouse_path,
+        "update customers set plan = 'gold', updated_at = cast('2026-03-01' as timestamp) "
+        "where id = 7",
+    )
     n = len(receiver.requests)
-    third = run_sync(defs, "inc_hook", instance)
-    assert third.status == "succeeded"
-    assert runs(warehouse_path)[-1][:2] == ("incremental", 3)
+    assert run_sync(defs, "inc_hook", instance).status == "partial"
+    assert runs(warehouse_path)[-1][:2] == ("incremental", 4)
+    assert sent(receiver, n) == {"4": "changed", "7": "changed"}
+
+    # The rejected row's cursor is now behind the last run's: it is still read (as a rejected
+    # record) and resent, while nothing else behind the cursor is read.
+    receiver.reject = lambda record: None
+    n = len(receiver.requests)
+    assert run_sync(defs, "inc_hook", instance).status == "succeeded"
+    assert runs(warehouse_path)[-1][:2] == ("incremental", 2)
+    assert sent(receiver, n) == {"4": "changed"}
+
+    # Nothing new at all: only the row at the cursor is read, and nothing is sent.
+    n = len(receiver.requests)
+    assert run_sync(defs, "inc_hook", instance).status == "succeeded"
+    assert runs(warehouse_path)[-1][:2] == ("incremental", 1)
     assert sent(receiver, n) == {}
 
     # The last full diff is now older than full_every: the next run diffs in full and sends

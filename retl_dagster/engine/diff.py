@@ -241,19 +241,28 @@ def incremental_sql(wh: Warehouse, config: SyncConfig, model_sql: str, cursor_fr
     """The model narrowed to the rows an incremental run diffs: cursor at or past
     `cursor_from` (equal ones again: rows written in the same instant as the last read; the
     hash comparison drops those unchanged), and the rows whose records are still rejected (so
-    they are retried as in a full diff)."""
+    they are retried as in a full diff).
+
+    The cursor's condition stands alone in its WHERE, so the warehouse filters while it scans
+    (an OR with the rejected keys would read every column of every row first); the rejected
+    rows, when there are any, come from a second read joined with them (UNION ALL)."""
     assert config.incremental
     types = dict(wh.columns_of(model_sql))
     type_of = {c.lower(): ty for c, ty in types.items()}
     cursor = config.incremental.cursor
     literal = "'" + cursor_from.replace("'", "''") + "'"
-    pk = quote_ident(config.primary_key)
+    past = f"{quote_ident(cursor)} >= cast({literal} as {type_of[cursor.lower()]})"
+    recent = f"select * from ({model_sql}) as retl_inc where {past}"
     t = SyncTables(config.name)
+    row = wh.fetchone(f"select count(*) from {t.pending} where not expired")
+    if row is None or not int(row[0]):
+        return recent
+    pk = quote_ident(config.primary_key)
+    pk_type = type_of[config.primary_key.lower()]
     return (
-        f"select * from ({model_sql}) as retl_inc "
-        f"where {quote_ident(cursor)} >= cast({literal} as {type_of[cursor.lower()]}) "
-        f"or cast({pk} as varchar) in "
-        f"(select _retl_key from {t.pending} where not expired)"
+        f"{recent} union all select * from ({model_sql}) as retl_retry "
+        f"where {pk} in (select cast(_retl_key as {pk_type}) from {t.pending} "
+        f"where not expired) and not coalesce({past}, false)"
     )
 
 
