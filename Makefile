@@ -11,7 +11,10 @@ install:  ## a venv with the project and its test tools
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q -e retl_dagster_tests/plugin_sample  # the sample destination plugin
 
-test:  ## the README's test command (PostgreSQL tests need RETL_TEST_PG_URL: .ci/start_postgres.sh)
+test:  ## the README's test command, with the servers its tests need (as .ci/run starts them)
+	RETL_TEST_PG_URL="$$(bash .ci/start_postgres.sh)" \
+	RETL_TEST_SNOWFLAKE_URL="$$(bash .ci/start_fakesnow.sh)" \
+	RETL_TEST_S3_URL="$$(bash .ci/start_moto.sh)" \
 	$(PY) -m pytest -q
 
 test-fast:  ## engine, config and destination tests only
