@@ -225,7 +225,8 @@ def error_text(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {response.text[:MAX_BODY_IN_ERRORS]}"
 
 
-SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "access-token"})
+"""Headers shown as `***` in test-row exchanges (TikTok sends its token in `Access-Token`)."""
 
 
 def format_exchange(response: httpx.Response, redact: Callable[[str], str]) -> str:
