@@ -220,3 +220,27 @@ def test_postgres_needs_an_object_and_a_match() -> None:
             DESTINATION,
             sync_yaml("public.x").replace("match: {column: id, field: account_id}\n", ""),
         )
+
+
+def test_a_refused_value_in_a_copied_batch_rejects_only_its_record(table: str) -> None:
+    """A batch of COPY_MIN_ROWS or more goes through COPY, whose errors come from psycopg
+    itself: still only the bad record is rejected, with PostgreSQL's message."""
+    from retl_dagster.destinations.base import Batch, Record
+    from retl_dagster.destinations.impl.postgres import PostgresConfig, PostgresDestination
+    from retl_dagster.destinations.impl.postgres.client import COPY_MIN_ROWS
+
+    pg(f"create table {table} (account_id bigint primary key, name varchar(5))")
+    dest = PostgresDestination("pg", PostgresConfig.model_validate({"url": PG_URL}))
+    dest.prepare(table, "account_id", {"name": "VARCHAR"}, "BIGINT")
+    n = 2 * COPY_MIN_ROWS
+    records = [
+        Record("added", str(i), {"name": "too long!" if i == 7 else "ok"}, match_value=i)
+        for i in range(n)
+    ]
+    try:
+        answer = dest.deliver(Batch("s", "r", "upsert", table, records, "account_id"))
+    finally:
+        dest.close()
+    assert list(answer.rejected) == ["7"]
+    assert "value too long for type character varying(5)" in answer.rejected["7"]
+    assert pg(f"select count(*) from {table}") == [(n - 1,)]

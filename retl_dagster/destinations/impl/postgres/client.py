@@ -66,9 +66,11 @@ def _jsonb(value: Any) -> Jsonb:
     return Jsonb(value, dumps=lambda v: json.dumps(to_json_value(v), allow_nan=False))
 
 
-def _pg_error(exc: DBAPIError) -> str:
-    """PostgreSQL's own message (first line) without SQLAlchemy's statement dump."""
-    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+def _pg_error(exc: Exception) -> str:
+    """PostgreSQL's own message (first line), without SQLAlchemy's statement dump (an error of
+    the COPY path comes from psycopg itself, unwrapped)."""
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0]
 
 
 class PostgresDestination(Destination[PostgresConfig]):
@@ -213,9 +215,10 @@ class PostgresDestination(Destination[PostgresConfig]):
             with self.engine.begin() as conn:  # the whole batch, or nothing
                 rejected = self._apply(conn, batch.mode, batch.records)
             return BatchResult(rejected=rejected)
-        except OperationalError:
+        except (OperationalError, psycopg.OperationalError):
             raise  # connection trouble: the run fails; nothing in the batch is marked synced
-        except DBAPIError:
+        except (DBAPIError, psycopg.Error):
+            # SQLAlchemy's for the statements it runs; psycopg's own for the COPY path's.
             pass
         # A bad value failed the batch: apply record by record to reject only the bad ones.
         rejected = {}
@@ -223,9 +226,9 @@ class PostgresDestination(Destination[PostgresConfig]):
             try:
                 with self.engine.begin() as conn:
                     rejected.update(self._apply(conn, batch.mode, [record]))
-            except OperationalError:
+            except (OperationalError, psycopg.OperationalError):
                 raise
-            except DBAPIError as exc:
+            except (DBAPIError, psycopg.Error) as exc:
                 rejected[record.key] = _pg_error(exc)
         return BatchResult(rejected=rejected)
 
