@@ -244,3 +244,33 @@ def test_a_refused_value_in_a_copied_batch_rejects_only_its_record(table: str) -
     assert list(answer.rejected) == ["7"]
     assert "value too long for type character varying(5)" in answer.rejected["7"]
     assert pg(f"select count(*) from {table}") == [(n - 1,)]
+
+
+@pytest.mark.parametrize("mode", ["upsert", "insert"])
+def test_new_rows_whose_keys_the_table_already_has_are_merged(table: str, mode: str) -> None:
+    """Rows new to the sync are COPYed straight into the table; when it already holds some of
+    their keys (after a reset, or rows someone else wrote) nothing of that COPY stays and the
+    batch is merged as its mode says."""
+    from retl_dagster.destinations.base import Batch, Record
+    from retl_dagster.destinations.impl.postgres import PostgresConfig, PostgresDestination
+    from retl_dagster.destinations.impl.postgres.client import COPY_MIN_ROWS
+
+    pg(f"create table {table} (account_id bigint primary key, name text)")
+    pg(f"insert into {table} values (3, 'theirs'), (4, 'theirs')")
+    dest = PostgresDestination("pg", PostgresConfig.model_validate({"url": PG_URL}))
+    dest.prepare(table, "account_id", {"name": "VARCHAR"}, "BIGINT")
+    n = 2 * COPY_MIN_ROWS
+    records = [Record("added", str(i), {"name": "ours"}, match_value=i) for i in range(n)]
+    fresh = [Record("added", str(i), {"name": "ours"}, match_value=i) for i in range(n, 2 * n)]
+    try:
+        for batch in (records, fresh):
+            answer = dest.deliver(Batch("s", "r", mode, table, batch, "account_id"))
+            assert answer.rejected == {}
+    finally:
+        dest.close()
+    assert pg(f"select count(*) from {table}") == [(2 * n,)]
+    kept = "theirs" if mode == "insert" else "ours"
+    assert pg(f"select name from {table} where account_id in (3, 4)") == [(kept,), (kept,)]
+    assert pg(f"select count(*) from {table} where name = 'ours'") == [
+        (2 * n - (2 if mode == "insert" else 0),)
+    ]

@@ -266,7 +266,9 @@ class PostgresDestination(Destination[PostgresConfig]):
         for shape, group in by_fields.items():
             fields = tuple(f for f in shape if f != key)
             if mode != "update" and len(group) >= COPY_MIN_ROWS and self._copies(conn):
-                self._copy_upsert(conn, mode, fields, group)
+                new = all(r.op == "added" for r in group)
+                if not (new and self._copy_new(conn, fields, group)):
+                    self._copy_upsert(conn, mode, fields, group)
                 continue
             rows = [{**{f: r.fields[f] for f in fields}, key: self._key_value(r)} for r in group]
             if mode == "update":
@@ -294,6 +296,52 @@ class PostgresDestination(Destination[PostgresConfig]):
         """Whether COPY is at hand: the connection is psycopg 3's (`postgresql+psycopg://`)."""
         return isinstance(conn.connection.driver_connection, psycopg.Connection)
 
+    def _write_rows(
+        self, copy: psycopg.Copy, cols: list[str], fields: tuple[str, ...], records: list[Record]
+    ) -> None:
+        assert self.table is not None
+        json_cols = {c for c in cols if isinstance(self.table.c[c].type, sa.JSON)}
+        if json_cols:
+            for r in records:
+                values = [self._key_value(r), *(r.fields[f] for f in fields)]
+                copy.write_row(
+                    [
+                        _jsonb(v) if c in json_cols and v is not None else v
+                        for c, v in zip(cols, values, strict=True)
+                    ]
+                )
+        else:
+            for r in records:
+                copy.write_row((self._key_value(r), *(r.fields[f] for f in fields)))
+
+    def _copy_new(
+        self, conn: sa.Connection, fields: tuple[str, ...], records: list[Record]
+    ) -> bool:
+        """Rows new to the sync (all `added`: a first run, or rows that joined the model):
+        COPY them straight into the target, under a savepoint. False, with nothing written,
+        when the table already holds one of their keys (after a reset, or rows written by
+        someone else): the caller then merges them. Half the writes of a merge (BENCHMARKS.md,
+        "PostgreSQL destination")."""
+        assert self.table is not None
+        t, key = self.table, self.key
+        cols = [key, *fields]
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        target = psql.Identifier(*(t.schema or "public", t.name))
+        names = psql.SQL(", ").join(psql.Identifier(c) for c in cols)
+        # SQL savepoints, not psycopg's transaction(): SQLAlchemy owns the batch's
+        # transaction, and the first statement here may be the one that begins it.
+        with raw.cursor() as cur:
+            cur.execute("savepoint retl_copy_new")
+            try:
+                with cur.copy(psql.SQL("copy {} ({}) from stdin").format(target, names)) as copy:
+                    self._write_rows(copy, cols, fields, records)
+            except psycopg.errors.UniqueViolation:
+                cur.execute("rollback to savepoint retl_copy_new")
+                return False
+            cur.execute("release savepoint retl_copy_new")
+        return True
+
     def _copy_upsert(
         self, conn: sa.Connection, mode: str, fields: tuple[str, ...], records: list[Record]
     ) -> None:
@@ -308,7 +356,6 @@ class PostgresDestination(Destination[PostgresConfig]):
         target = psql.Identifier(*(t.schema or "public", t.name))
         names = psql.SQL(", ").join(psql.Identifier(c) for c in cols)
         tmp = psql.Identifier(f"_retl_in_{secrets.token_hex(4)}")
-        json_cols = {c for c in cols if isinstance(t.c[c].type, sa.JSON)}
         with raw.cursor() as cur:
             cur.execute(
                 psql.SQL("create temp table {} on commit drop as select {} from {} limit 0").format(
@@ -316,18 +363,7 @@ class PostgresDestination(Destination[PostgresConfig]):
                 )
             )
             with cur.copy(psql.SQL("copy {} ({}) from stdin").format(tmp, names)) as copy:
-                if json_cols:
-                    for r in records:
-                        values = [self._key_value(r), *(r.fields[f] for f in fields)]
-                        copy.write_row(
-                            [
-                                _jsonb(v) if c in json_cols and v is not None else v
-                                for c, v in zip(cols, values, strict=True)
-                            ]
-                        )
-                else:
-                    for r in records:
-                        copy.write_row((self._key_value(r), *(r.fields[f] for f in fields)))
+                self._write_rows(copy, cols, fields, records)
             conflict: psql.Composable
             if mode == "insert" or not fields:
                 conflict = psql.SQL("do nothing")
