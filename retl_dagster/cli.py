@@ -402,6 +402,7 @@ def plan(name: str, samples: int, as_json: bool) -> None:
                     **result.counts,
                     "sent_ops": result.sent_ops,
                     "samples": result.samples,
+                    "diff": result.diff.kind,
                 },
                 default=str,
             )

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
+from retl_dagster.engine import stages
+from retl_dagster.engine.config import SyncConfig
+from retl_dagster.engine.warehouse import Warehouse
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.webhook_receiver import WebhookReceiver
 from retl_dagster_tests.harness import ALL_WAREHOUSES, WEBHOOK_DESTINATION, defs_from_yaml, sql
@@ -175,3 +179,33 @@ def test_a_cursor_that_is_not_a_model_column_is_refused_naming_the_field(
     assert "column 'nope' is not in the model" in str(outcome.summary["error"])
     with pytest.raises(Exception, match="full_every"):
         defs_from_yaml(WEBHOOK_DESTINATION, SYNC.replace("full_every: 1h", "full_every: daily"))
+
+
+@pytest.mark.warehouses("duckdb")
+def test_a_plan_diffs_as_the_next_run_will(
+    defs: dg.Definitions,
+    receiver: WebhookReceiver,
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
+) -> None:
+    config = SyncConfig.model_validate(yaml.safe_load(SYNC))
+    with Warehouse(str(warehouse_path)) as wh:
+        first = stages.plan(wh, config)
+    assert first.diff.kind == "full" and first.counts["added"] == 20
+    assert "(full diff: first run)" in stages.describe_plan(config, first)[0]
+    assert run_sync(defs, "inc_hook", instance).status == "succeeded"
+    sql(
+        warehouse_path,
+        """delete from customers where id = 6;
+        update customers set plan = 'pro', updated_at = cast('2026-02-01' as timestamp)
+        where id = 3""",
+    )
+    with Warehouse(str(warehouse_path)) as wh:
+        planned = stages.plan(wh, config)
+    # As the run will: row 3 changed; row 6's removal waits for the next full diff.
+    assert planned.diff.kind == "incremental"
+    assert planned.counts == {"added": 0, "changed": 1, "removed": 0}
+    assert (
+        "(incremental diff: updated_at >= 2026-01-01 00:20:00)"
+        in (stages.describe_plan(config, planned)[0])
+    )

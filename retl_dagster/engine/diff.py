@@ -266,6 +266,16 @@ def incremental_sql(wh: Warehouse, config: SyncConfig, model_sql: str, cursor_fr
     )
 
 
+def rows_to_diff(wh: Warehouse, config: SyncConfig, model_sql: str) -> tuple[DiffPlan, str]:
+    """How the next run diffs, and the SQL of the rows it diffs (the model, or the model
+    narrowed to the rows past the cursor for an incremental diff)."""
+    plan = plan_diff(wh, config, model_sql)
+    if plan.incremental:
+        assert plan.cursor_from is not None
+        return plan, incremental_sql(wh, config, model_sql, plan.cursor_from)
+    return plan, model_sql
+
+
 def compute_diff(
     wh: Warehouse,
     config: SyncConfig,

@@ -25,6 +25,8 @@ class Plan:
     """Which of them the sync's mode and delete behaviour would send."""
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Per op, a few records as the destination would receive them."""
+    diff: diff_stage.DiffPlan = field(default_factory=lambda: diff_stage.DiffPlan("full"))
+    """Full or incremental, as the next run will diff."""
 
 
 def _records(
@@ -43,7 +45,9 @@ def _records(
 
 
 def plan(wh: Warehouse, config: SyncConfig, model_sql: str, samples: int = 3) -> Plan:
-    """Compute the next run's diff under a throwaway run id, read it, and remove it again."""
+    """Compute the next run's diff under a throwaway run id, read it, and remove it again. An
+    incremental sync's plan diffs as its next run will: in full or from the cursor."""
+    kind, model_sql = diff_stage.rows_to_diff(wh, config, model_sql)
     report = diff_stage.check_keys(wh, config, model_sql)
     if not report.ok:
         raise ConfigError(
@@ -54,13 +58,16 @@ def plan(wh: Warehouse, config: SyncConfig, model_sql: str, samples: int = 3) ->
         )
     run_id = "plan-" + secrets.token_hex(4)
     t = SyncTables(config.name)
-    counts = diff_stage.compute_diff(wh, config, model_sql, run_id, report.rows)
+    counts = diff_stage.compute_diff(
+        wh, config, model_sql, run_id, report.rows, incremental=kind.incremental
+    )
     try:
         cols = ", ".join(quote_ident(c) for c in config.source_columns())
         result = Plan(
             rows_queried=counts.rows_queried,
             counts={"added": counts.added, "changed": counts.changed, "removed": counts.removed},
             sent_ops=ops_to_send(config),
+            diff=kind,
         )
         for op in OPS:
             records = _records(

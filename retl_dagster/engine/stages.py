@@ -100,13 +100,10 @@ def diff_run(
     try:
         model_sql = model_select(config)
         diff_stage.model_columns(wh, config, model_sql)
-        plan = diff_stage.plan_diff(wh, config, model_sql)
         cursor_to = diff_stage.cursor_high(wh, config, model_sql) if config.incremental else None
-        if plan.incremental:
-            assert plan.cursor_from is not None
-            # The key check too reads only these rows: a key duplicated between one of them
-            # and an older row shows in the next full diff.
-            model_sql = diff_stage.incremental_sql(wh, config, model_sql, plan.cursor_from)
+        # An incremental diff's key check too reads only its rows: a key duplicated between
+        # one of them and an older row shows in the next full diff.
+        plan, model_sql = diff_stage.rows_to_diff(wh, config, model_sql)
         keys = diff_stage.check_keys(wh, config, model_sql)
     except ConfigError as exc:
         record_run(wh, name, run_id, status="failed", error=str(exc), finished=True)
@@ -267,9 +264,15 @@ def describe_plan(config: SyncConfig, p: preview.Plan) -> list[str]:
     counts = ", ".join(
         f"{n} {op}" + ("" if op in p.sent_ops else " (not sent)") for op, n in p.counts.items()
     )
+    how = ""
+    if p.diff.incremental and config.incremental:
+        how = f" (incremental diff: {config.incremental.cursor} >= {p.diff.cursor_from})"
+    elif p.diff.reason:
+        how = f" (full diff: {p.diff.reason})"
     lines = [
         f"plan for sync {config.name} ({config.mode}, delete_behavior "
-        f"{config.delete_behavior}): {p.rows_queried} rows queried, {counts}. Nothing was sent."
+        f"{config.delete_behavior}): {p.rows_queried} rows queried{how}, {counts}. "
+        "Nothing was sent."
     ]
     for op, records in p.samples.items():
         lines += [f"  {op}: {json.dumps(r, default=str)}" for r in records]
