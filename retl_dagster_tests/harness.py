@@ -201,6 +201,18 @@ def sql(target: Path | str, statement: str) -> list[tuple[Any, ...]]:
         con.close()
 
 
+def rejected_records(target: Path | str) -> list[tuple[str, str]]:
+    """(key, error) of every record a sync's runs rejected, by key."""
+    return [
+        (str(k), str(e))
+        for k, e in sql(
+            target,
+            "select _retl_key, error from _retl.sync_record_results where status = 'rejected' "
+            "order by _retl_key",
+        )
+    ]
+
+
 def load_warnings(instance: dg.DagsterInstance, sync: str) -> dict[str, str]:
     """id -> warning of the records the last load of `sync` delivered without some field, as
     the load asset's `warning_samples` metadata shows them in the UI."""

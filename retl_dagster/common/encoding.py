@@ -102,6 +102,14 @@ def parse_event_time(value: Any) -> dt.datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
 
 
+def event_time_or(value: Any, default: dt.datetime) -> dt.datetime:
+    """A row's mapped event time, or `default` (the run's start: the same on every retry and
+    replay) when the row maps or holds none. Raises ValueError as parse_event_time does."""
+    if value is None or value == "":
+        return default
+    return parse_event_time(value)
+
+
 def run_time(run_id: str) -> dt.datetime:
     """When run `run_id` started (its id begins `YYYYmmddTHHMMSSZ`): the event time of rows
     whose sync maps none. The same on every retry and replay of that run."""

@@ -319,6 +319,22 @@ class Destination(ABC, Generic[ConfigT]):
             if f not in allowed
         ]
 
+    @classmethod
+    def aliased_fields(
+        cls, sync: SyncShape, aliases: Mapping[str, str], name_for: str, after: str = ""
+    ) -> list[Problem]:
+        """Mapped fields the API knows by another name: `<name_for> <field> is <its name>`,
+        fixed by mapping to that name (`after`: what then happens to it)."""
+        return [
+            (
+                f"mappings[{i}].to",
+                f"{name_for} {f} is {aliases[f]}",
+                f"map it to {aliases[f]}{after}",
+            )
+            for i, f in enumerate(sync.fields, start=1)
+            if f in aliases
+        ]
+
     def remote_properties(self, object_: str) -> list[str] | None:
         """The object's property names as the live API lists them (for `retl validate`), or
         None where the API has no such list."""

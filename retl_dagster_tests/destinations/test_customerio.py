@@ -13,7 +13,7 @@ from retl_dagster.destinations import build_destination
 from retl_dagster.destinations.base import DestinationError
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.customerio import FakeCustomerIO
-from retl_dagster_tests.harness import defs_from_yaml, sql
+from retl_dagster_tests.harness import defs_from_yaml, rejected_records, sql
 
 SITE, KEY = "site0123", "cio_track_key_abcdef"
 
@@ -73,14 +73,6 @@ def users(path: Path, n: int) -> None:
     )
 
 
-def rejected(path: Path) -> list[tuple[str, str]]:
-    return sql(
-        path,
-        "select _retl_key, error from _retl.sync_record_results where status = 'rejected' "
-        "order by _retl_key",
-    )
-
-
 def test_people_are_identified_then_updated_then_deleted(
     cio: FakeCustomerIO, instance: dg.DagsterInstance, warehouse_path: Path
 ) -> None:
@@ -111,7 +103,9 @@ def test_a_person_customerio_refuses_is_rejected_with_its_message(
     sql(warehouse_path, "update users set email = 'nope' where id = 4")
     out = run_sync(defs_from_yaml(DEST, sync()), "to_cio", instance)
     assert (out.summary["succeeded"], out.summary["rejected"]) == (19, 1)
-    assert rejected(warehouse_path) == [("4", "invalid email address: 'nope' (attributes.email)")]
+    assert rejected_records(warehouse_path) == [
+        ("4", "invalid email address: 'nope' (attributes.email)")
+    ]
     assert len(cio.people) == 19 and cio.person("id", "ext-4") is None
     assert cio.count("/api/v2/batch") == 1  # the answer named the row: nothing was resent
 

@@ -17,7 +17,7 @@ from retl_dagster.destinations.impl.intercom.client import rate_limit_reset
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.contracts.intercom import ContractError, check_request
 from retl_dagster_tests.fakes.intercom import FakeIntercom
-from retl_dagster_tests.harness import defs_from_yaml, sql
+from retl_dagster_tests.harness import defs_from_yaml, rejected_records, sql
 
 TOKEN = "ic-token-0123456789"
 
@@ -74,14 +74,6 @@ def users(path: Path, n: int) -> None:
     )
 
 
-def rejected(path: Path) -> list[tuple[str, str]]:
-    return sql(
-        path,
-        "select _retl_key, error from _retl.sync_record_results where status = 'rejected' "
-        "order by _retl_key",
-    )
-
-
 def test_contacts_are_created_then_updated_by_their_kept_ids(
     intercom: FakeIntercom, instance: dg.DagsterInstance, warehouse_path: Path
 ) -> None:
@@ -126,7 +118,9 @@ def test_a_contact_intercom_refuses_is_rejected_with_its_message(
     sql(warehouse_path, "update users set email = 'nope@' where id = 4")
     out = run_sync(defs_from_yaml(DEST, sync()), "to_intercom", instance)
     assert (out.summary["succeeded"], out.summary["rejected"]) == (9, 1)
-    assert rejected(warehouse_path) == [("4", "parameter_invalid: Invalid email address: nope@")]
+    assert rejected_records(warehouse_path) == [
+        ("4", "parameter_invalid: Invalid email address: nope@")
+    ]
     assert len(intercom.contacts) == 9 and intercom.find("external_id", "ext-4") is None
 
 

@@ -14,7 +14,7 @@ from retl_dagster.destinations import build_destination
 from retl_dagster.destinations.base import Batch, DestinationError, Record
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.iterable import FakeIterable
-from retl_dagster_tests.harness import defs_from_yaml, sql
+from retl_dagster_tests.harness import defs_from_yaml, rejected_records, sql
 
 KEY = "itbl_server_key_0123456789"
 
@@ -72,14 +72,6 @@ def users(path: Path, n: int) -> None:
     )
 
 
-def rejected(path: Path) -> list[tuple[str, str]]:
-    return sql(
-        path,
-        "select _retl_key, error from _retl.sync_record_results where status = 'rejected' "
-        "order by _retl_key",
-    )
-
-
 def test_users_are_upserted_by_email(
     itbl: FakeIterable, instance: dg.DagsterInstance, warehouse_path: Path
 ) -> None:
@@ -105,7 +97,7 @@ def test_a_bad_email_is_rejected_with_iterables_reason_and_the_rest_arrive(
     sql(warehouse_path, "update users set email = 'nope' where id = 4")
     out = run_sync(defs_from_yaml(DEST, sync()), "to_itbl", instance)
     assert (out.summary["succeeded"], out.summary["rejected"]) == (19, 1)
-    assert rejected(warehouse_path) == [
+    assert rejected_records(warehouse_path) == [
         ("4", "Iterable: the email is not a valid address (invalidEmails)")
     ]
     assert len(itbl.users) == 19 and "email:nope" not in itbl.users

@@ -13,7 +13,7 @@ from retl_dagster.destinations import build_destination
 from retl_dagster.destinations.base import DestinationError
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.klaviyo import FakeKlaviyo
-from retl_dagster_tests.harness import defs_from_yaml, sql
+from retl_dagster_tests.harness import defs_from_yaml, rejected_records, sql
 
 KEY = "pk_test_0123456789abcdef"
 
@@ -75,14 +75,6 @@ def users(path: Path, n: int) -> None:
     )
 
 
-def rejected(path: Path) -> list[tuple[str, str]]:
-    return sql(
-        path,
-        "select _retl_key, error from _retl.sync_record_results where status = 'rejected' "
-        "order by _retl_key",
-    )
-
-
 def test_profiles_are_imported_with_custom_properties(
     klaviyo: FakeKlaviyo, instance: dg.DagsterInstance, warehouse_path: Path
 ) -> None:
@@ -116,7 +108,7 @@ def test_a_profile_klaviyo_refuses_is_rejected_with_its_message(
         instance,
     )
     assert (out.summary["succeeded"], out.summary["rejected"]) == (29, 1)
-    assert rejected(warehouse_path) == [("4", "Invalid email address: 'nope'")]
+    assert rejected_records(warehouse_path) == [("4", "Invalid email address: 'nope'")]
     assert len(klaviyo.profiles) == 29 and klaviyo.profile_by("external_id", "ext-4") is None
 
 
@@ -166,7 +158,7 @@ def test_a_row_with_a_bad_event_time_is_rejected_alone(
     yaml = sync("events", "Viewed", extra="  - {from: t, to: time}")
     out = run_sync(defs_from_yaml(DEST, yaml), "to_klaviyo", instance)
     assert (out.summary["succeeded"], out.summary["rejected"]) == (4, 1)
-    [(key, error)] = rejected(warehouse_path)
+    [(key, error)] = rejected_records(warehouse_path)
     assert key == "3" and "is not a timestamp" in error
 
 

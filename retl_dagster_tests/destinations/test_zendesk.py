@@ -14,7 +14,7 @@ from retl_dagster.destinations import build_destination
 from retl_dagster.destinations.base import DestinationError
 from retl_dagster.runner import run_sync
 from retl_dagster_tests.fakes.zendesk import FakeZendesk
-from retl_dagster_tests.harness import defs_from_yaml, sql
+from retl_dagster_tests.harness import defs_from_yaml, rejected_records, sql
 
 EMAIL = "ops@example.com"
 TOKEN = "zd-token-0123456789"
@@ -74,14 +74,6 @@ def users(path: Path, n: int) -> None:
     )
 
 
-def rejected(path: Path) -> list[tuple[str, str]]:
-    return sql(
-        path,
-        "select _retl_key, error from _retl.sync_record_results where status = 'rejected' "
-        "order by _retl_key",
-    )
-
-
 def test_users_are_created_then_updated_in_jobs_of_100(
     zendesk: FakeZendesk, instance: dg.DagsterInstance, warehouse_path: Path
 ) -> None:
@@ -112,7 +104,7 @@ def test_a_user_zendesk_refuses_is_rejected_with_its_message(
     sql(warehouse_path, "update users set email = 'nope@' where id = 4")
     out = run_sync(defs_from_yaml(DEST, sync()), "to_zendesk", instance)
     assert (out.summary["succeeded"], out.summary["rejected"]) == (29, 1)
-    assert rejected(warehouse_path) == [("4", "Email: nope@ is not properly formatted")]
+    assert rejected_records(warehouse_path) == [("4", "Email: nope@ is not properly formatted")]
     assert len(zendesk.users) == 29 and zendesk.user_by("external_id", "ext-4") is None
 
 
@@ -142,7 +134,7 @@ def test_organizations_are_upserted_by_external_id_and_a_refused_one_rejected(
     )
     out = run_sync(defs_from_yaml(DEST, yaml), "to_zendesk", instance)
     assert (out.summary["succeeded"], out.summary["rejected"]) == (4, 1)
-    assert rejected(warehouse_path) == [
+    assert rejected_records(warehouse_path) == [
         (
             "2",
             "HTTP 422: RecordInvalid: Record validation errors: "

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from retl_dagster.common.encoding import parse_event_time
+from retl_dagster.common.encoding import event_time_or
 from retl_dagster.destinations.base import (
     Batch,
     BatchResult,
@@ -97,10 +97,8 @@ def event_id(sync: str, key: str) -> str:
 
 def unix_seconds(value: Any, default: dt.datetime) -> int:
     """`event_time` (Unix seconds) from a mapped timestamp; `default` when the row has none."""
-    if value is None or value == "":
-        return int(default.timestamp())
     try:
-        return int(parse_event_time(value).timestamp())
+        return int(event_time_or(value, default).timestamp())
     except ValueError as exc:
         raise InvalidValue(str(exc)) from None
 
@@ -132,16 +130,12 @@ class FacebookConversionsDestination(Destination[FacebookConversionsConfig]):
                     "set object to the event name (e.g. Purchase) or map a column to event_name",
                 )
             )
-        for i, f in enumerate(sync.fields, start=1):
-            if f in ALIASES:
-                problems.append(
-                    (
-                        f"mappings[{i}].to",
-                        f"Meta's customer information key for {f} is {ALIASES[f]}",
-                        f"map it to {ALIASES[f]} (it is then normalised and hashed)",
-                    )
-                )
-        return problems
+        return problems + cls.aliased_fields(
+            sync,
+            ALIASES,
+            "Meta's customer information key for",
+            " (it is then normalised and hashed)",
+        )
 
     def _event(self, batch: Batch, record: Record, notes: list[str]) -> dict[str, Any]:
         fields = dict(record.fields)

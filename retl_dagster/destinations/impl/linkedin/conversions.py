@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from retl_dagster.common.encoding import parse_event_time
+from retl_dagster.common.encoding import event_time_or
 from retl_dagster.destinations.base import (
     Batch,
     BatchResult,
@@ -81,10 +81,8 @@ def event_id(sync: str, key: str) -> str:
 def epoch_ms(value: Any, default: dt.datetime) -> int:
     """`conversionHappenedAt` (epoch milliseconds) from a mapped timestamp; `default` when the
     row has none."""
-    if value is None or value == "":
-        return int(default.timestamp() * 1000)
     try:
-        return int(parse_event_time(value).timestamp() * 1000)
+        return int(event_time_or(value, default).timestamp() * 1000)
     except ValueError as exc:
         raise InvalidValue(f"{TIME_FIELD}: {exc}") from None
 

@@ -25,7 +25,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from retl_dagster.common.encoding import parse_event_time
+from retl_dagster.common.encoding import event_time_or
 from retl_dagster.destinations.base import (
     Batch,
     BatchResult,
@@ -75,10 +75,8 @@ def event_id(sync: str, key: str) -> str:
 
 def unix_seconds(value: Any, default: dt.datetime) -> int:
     """`event_time` (Unix seconds) from a mapped timestamp; `default` when the row has none."""
-    if value is None or value == "":
-        return int(default.timestamp())
     try:
-        return int(parse_event_time(value).timestamp())
+        return int(event_time_or(value, default).timestamp())
     except ValueError as exc:
         raise InvalidValue(str(exc)) from None
 
@@ -116,16 +114,7 @@ class TikTokEventsDestination(Destination[TikTokEventsConfig]):
                     "set object to the event name (e.g. CompletePayment) or map a column to event",
                 )
             )
-        for i, f in enumerate(sync.fields, start=1):
-            if f in ALIASES:
-                problems.append(
-                    (
-                        f"mappings[{i}].to",
-                        f"TikTok's name for {f} is {ALIASES[f]}",
-                        f"map it to {ALIASES[f]}",
-                    )
-                )
-        return problems
+        return problems + cls.aliased_fields(sync, ALIASES, "TikTok's name for")
 
     # -- building events ----------------------------------------------------------------------
     def _user(self, fields: dict[str, Any], notes: list[str]) -> dict[str, Any]:
