@@ -10,7 +10,8 @@ Parts (`--parts`, default all):
   `floor` (DuckDB scans and hashes the model and the state, nothing else), `straightforward`
   (hash the model and last run's full snapshot, full outer join), `engine` (our compute_diff,
   writing the run's diff), `pandas` (read model and snapshot into pandas, merge, compare).
-- delivery: RECORDS rows (100k) to one loopback receiver (benchmarks/receiver.py, its own
+- delivery: first runs of `--records` rows (200k and 1M; the rate is the marginal one between
+  them, so start-up cancels out) to one loopback receiver (benchmarks/receiver.py, its own
   process): `raw httpx` (AsyncClient, records prepared in memory first, JSON batches, N tasks),
   `dlt sink` (@dlt.destination(batch_size=100) posting each batch with httpx), `engine` (our
   load stage: stream the diff from DuckDB, map, deliver through the webhook destination with its
@@ -435,49 +436,55 @@ def part_diff(rows: list[int], repeat: int, pandas_max: int) -> list[str]:
     return lines
 
 
-def part_delivery(records: int, repeat: int) -> list[str]:
+def part_delivery(sizes: list[int], repeat: int) -> list[str]:
+    """Each contender delivers a first run of each size; its marginal rate is the records
+    between the smallest and the largest over the time between them, so start-up (imports,
+    the spool, the last commit) cancels out."""
+    small, large = min(sizes), max(sizes)
     port = free_port()
     url = f"http://127.0.0.1:{port}/hook"
     server = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "receiver.py"), str(port)])
     try:
         _wait(port)
-        contenders: list[tuple[str, str, tuple[Any, ...]]] = [
-            ("raw httpx, batch 100, 8 tasks", "raw_httpx", (url, records, 100, 8)),
-            ("engine, batch 100, concurrency 8", "engine_load", (url, records, 100, 8)),
-            ("raw httpx, batch 500, 8 tasks", "raw_httpx", (url, records, 500, 8)),
-            ("engine, batch 500, concurrency 8", "engine_load", (url, records, 500, 8)),
+        contenders: list[tuple[str, str, int, tuple[Any, ...]]] = [
+            ("raw httpx, batch 100, 8 tasks", "raw_httpx", 100, (url, 100, 8)),
+            ("engine, batch 100, concurrency 8", "engine_load", 100, (url, 100, 8)),
+            ("raw httpx, batch 500, 8 tasks", "raw_httpx", 500, (url, 500, 8)),
+            ("engine, batch 500, concurrency 8", "engine_load", 500, (url, 500, 8)),
         ]
         try:
             import dlt  # noqa: F401
 
-            contenders.append(("dlt sink, batch_size 100", "dlt", (url, records, 100)))
+            contenders.append(("dlt sink, batch_size 100", "dlt", 100, (url, 100)))
         except ImportError:
             print("dlt is not installed (pip install -e '.[bench]'): no dlt sink row")
-        results: dict[str, list[dict[str, Any]]] = {}
-        for _ in range(repeat):
-            for label, task, args in contenders:
-                results.setdefault(label, []).append(run(task, *args))
-        raw = {
-            b: records / median(results[f"raw httpx, batch {b}, 8 tasks"], "seconds")
-            for b in (100, 500)
-        }
-        dlt_rate = (
-            records / median(results["dlt sink, batch_size 100"], "seconds")
-            if "dlt sink, batch_size 100" in results
-            else None
-        )
+        seconds: dict[tuple[str, int], float] = {}
+        for label, task, _, args in contenders:
+            for n in (small, large):
+                runs = [run(task, args[0], n, *args[1:]) for _ in range(repeat)]
+                seconds[label, n] = median(runs, "seconds")
+
+        def marginal(label: str) -> float:
+            return (large - small) / (seconds[label, large] - seconds[label, small])
+
+        raw = {b: marginal(f"raw httpx, batch {b}, 8 tasks") for b in (100, 500)}
         lines = [
-            f"| contender ({records:,} records) | median s | records/s "
-            "| vs raw httpx (same batch) | vs dlt |",
-            "|---|---:|---:|---:|---:|",
+            f"| contender | {small:,} s | {large:,} s | marginal records/s "
+            f"| vs raw httpx (same batch) | {small:,} run vs raw |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
-        for label, _, args in contenders:
-            s = median(results[label], "seconds")
-            rate = records / s
-            batch = args[2]
-            vs_raw = f"{rate / raw[batch]:.2f}x" if batch in raw else ""
-            vs_dlt = f"{rate / dlt_rate:.1f}x" if dlt_rate else ""
-            emit(lines, label, f"{s:.2f}", f"{rate:,.0f}", vs_raw, vs_dlt)
+        for label, _, batch, _ in contenders:
+            rate = marginal(label)
+            first = seconds[f"raw httpx, batch {batch}, 8 tasks", small] / seconds[label, small]
+            emit(
+                lines,
+                label,
+                f"{seconds[label, small]:.2f}",
+                f"{seconds[label, large]:.2f}",
+                f"{rate:,.0f}",
+                f"{rate / raw[batch]:.2f}x",
+                f"{first:.2f}x",
+            )
         return lines
     finally:
         server.terminate()
@@ -569,7 +576,7 @@ def main() -> None:
     )
     ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--records", type=int, nargs=2, default=[200_000, 1_000_000])
     ap.add_argument("--e2e-rows", type=int, default=1_000_000)
     ap.add_argument("--pandas-max", type=int, default=10_000_000)
     ap.add_argument("--parts", default="diff,delivery,e2e")

@@ -92,7 +92,9 @@ def test_a_killed_sync_resumes_without_loss_and_resends_only_the_last_batches(
     tmp_path: Path,
 ) -> None:
     make_customers(warehouse_path, 500)  # 10 batches of 50
-    receiver.delay_s = 0.15
+    # Slow enough that a commit (several statements to the fake Snowflake server, on a busy
+    # machine) ends before the next batch is answered.
+    receiver.delay_s = 0.3
     # One batch in flight at a time, so what can be resent is exactly countable.
     serial = WEBHOOK_DESTINATION + "    concurrency: 1\n"
     proc = child(tmp_path, dict(os.environ), SYNC, "customers_hook", serial)
@@ -105,7 +107,7 @@ def test_a_killed_sync_resumes_without_loss_and_resends_only_the_last_batches(
     proc.wait()
     # What the dead run committed: acknowledged batches (a batch in flight may still land).
     [(committed,)] = sql(warehouse_path, "select count(*) from _retl.customers_hook__state")
-    # Acknowledged batches are committed at least every COMMIT_EVERY_S (0.25 s): with 0.15 s
+    # Acknowledged batches are committed at least every COMMIT_EVERY_S (0.25 s): with 0.3 s
     # a batch, at most 2 of the 6 answered are not committed yet.
     assert committed >= 200
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
+import orjson
 import pydantic
 
 from retl_dagster.common.encoding import run_time
@@ -35,6 +36,28 @@ class Record:
     """The diff's hash of the record's mapped values (and mapping), where it came from a diff."""
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedRows:
+    """A batch's records column by column, each one's fields already JSON text: what a
+    destination with `Destination.encoded_rows` gets instead of Records where the sync's
+    mapping is plain (columns and statics), so no dict is built per row. Entry i of each list
+    is one record."""
+
+    ops: list[str]
+    """As `Record.op`."""
+    keys: list[str]
+    fields_json: list[str | None]
+    """The JSON object of the record's fields (a Record's `fields`, encoded); None for a
+    removed record."""
+    hashes: list[str | None]
+    """As `Record.hash` (None for a removed record)."""
+
+    def fields(self, i: int) -> dict[str, Any]:
+        """Record i's fields as values (for messages and samples, not the hot path)."""
+        text = self.fields_json[i]
+        return orjson.loads(text) if text is not None else {}
+
+
 @dataclass(frozen=True)
 class Batch:
     sync: str
@@ -42,6 +65,7 @@ class Batch:
     mode: str
     object: str | None
     records: list[Record]
+    """Empty where `rows` carries the batch."""
     match_field: str | None = None
     """Destination identifier that `Record.match_value` is matched against (e.g. `email`)."""
     salt: str = ""
@@ -49,6 +73,13 @@ class Batch:
     fill_only: frozenset[str] = frozenset()
     """Fields mapped with `overwrite: false`: sent only where the destination's value is empty
     (destinations with `reads_current_values`)."""
+    rows: EncodedRows | None = None
+    """The batch's records column by column, for destinations with `encoded_rows`."""
+
+    @property
+    def keys(self) -> list[str]:
+        """The records' keys, in order."""
+        return self.rows.keys if self.rows is not None else [r.key for r in self.records]
 
     @property
     def run_time(self) -> dt.datetime:
@@ -62,6 +93,14 @@ class Batch:
         a crash, so a destination that honours idempotency keys drops the duplicate. A record
         from a diff is named by its hash (which covers its values); others by their fields."""
         h = hashlib.sha256(f"{self.sync}\x1f{self.salt}".encode())
+        if self.rows is not None:
+            rows = self.rows
+            for i, (op, key, hash_) in enumerate(
+                zip(rows.ops, rows.keys, rows.hashes, strict=True)
+            ):
+                content = hash_ if hash_ is not None else repr(sorted(rows.fields(i).items()))
+                h.update(f"\x1f{op}\x1e{key}\x1e{content}".encode())
+            return h.hexdigest()[:32]
         for r in self.records:
             content = r.hash if r.hash is not None else repr(sorted(r.fields.items()))
             h.update(f"\x1f{r.op}\x1e{r.key}\x1e{content}".encode())
@@ -208,6 +247,9 @@ class Destination(ABC, Generic[ConfigT]):
     reads_current_values: ClassVar[bool] = False
     """True: `deliver` reads a record's current values first where a batch has `fill_only`
     fields, so `overwrite: false` mappings fill only empty fields."""
+    encoded_rows: ClassVar[bool] = False
+    """True: where a sync's mapping is plain, `deliver` gets `Batch.rows` (fields already JSON,
+    encoded by DuckDB) instead of `Batch.records`; it must handle both."""
     reports_match: ClassVar[bool] = False
     """Audience and conversion destinations: runs show identified rows and the match rate."""
     event_time_field: ClassVar[str | None] = None

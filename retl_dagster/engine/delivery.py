@@ -7,9 +7,10 @@ state, so the next run's diff offers it again with the model's latest values.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,9 +18,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from retl_dagster.destinations.base import AnyDestination, Batch, BatchResult, Record
+from retl_dagster.destinations.base import (
+    AnyDestination,
+    Batch,
+    BatchResult,
+    EncodedRows,
+)
 from retl_dagster.engine.config import SyncConfig
-from retl_dagster.engine.mapping import Mapper
+from retl_dagster.engine.mapping import FieldsEncoder, Mapper
 from retl_dagster.engine.state import (
     RECORD_RESULTS,
     StateTypes,
@@ -33,8 +39,12 @@ MAX_REJECTED_SAMPLES = 10
 READ_ROWS = 10_000
 """Rows read from the warehouse and mapped at a time (Python holds this many, mapped)."""
 COMMIT_EVERY_S = 0.25
-COMMIT_EVERY_RECORDS = 20_000
+COMMIT_EVERY_RECORDS = 50_000
 """Acknowledged batches are committed together at most this far apart (see load)."""
+RELEASE_EVERY_S = 2.0
+"""A single-writer warehouse (DuckDB) is closed after a commit at most this far apart, so
+other syncs' commits get the file; closing after every commit (a checkpoint and a reopen,
+about 70 ms each) cost a sixth of a fast load's CPU (BENCHMARKS.md, "Side by side")."""
 
 OPS = ("added", "changed", "removed")
 
@@ -266,6 +276,12 @@ def ops_to_send(config: SyncConfig) -> list[str]:
     return ops
 
 
+@functools.lru_cache(maxsize=8)
+def _all_succeeded(n: int) -> tuple[pa.Array, pa.Array]:
+    """The status and error columns of n acknowledged records (made once per batch size)."""
+    return pa.array(["succeeded"] * n, pa.string()), pa.nulls(n, pa.string())
+
+
 def _text(column: pa.Array) -> pa.Array:
     return column if column.type == pa.string() else column.cast(pa.string())
 
@@ -279,9 +295,7 @@ def _deliver(destination: AnyDestination, batch: Batch) -> BatchResult:
         body = getattr(exc, "doc", "")[:500]
         reason = f"malformed answer from the destination ({type(exc).__name__}: {exc})"
         return BatchResult(
-            rejected=dict.fromkeys(
-                (r.key for r in batch.records), reason + (f": {body}" if body else "")
-            )
+            rejected=dict.fromkeys(batch.keys, reason + (f": {body}" if body else ""))
         )
 
 
@@ -291,7 +305,12 @@ class _Sent:
 
     answer: Future[BatchResult]
     rb: pa.RecordBatch
-    records: list[Record]
+    batch: Batch
+
+    def payload(self, i: int) -> dict[str, Any]:
+        """Record i's fields as sent (for rejected samples)."""
+        rows = self.batch.rows
+        return rows.fields(i) if rows is not None else self.batch.records[i].fields
 
 
 def load(
@@ -330,6 +349,11 @@ def load(
     op_filter = "and _retl_op in (" + ", ".join(f"'{op}'" for op in send) + ")"
 
     mapper = mapper_for(config, destination)
+    encoder = (
+        FieldsEncoder(mapper)
+        if destination.encoded_rows and not destination.native_values
+        else None
+    )
     match_field = config.match.field if config.match else None
     fill_only = config.fill_only()
     result.field_types = prepare_destination(
@@ -349,14 +373,17 @@ def load(
     committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retl-commit")
     committing: Future[None] | None = None
 
+    released = time.monotonic()
+
     def write(rows: pa.Table) -> None:
+        nonlocal released
         began = time.monotonic()
         _commit(wh, t, st, config.name, run_id, rows)
         result.stage_s["commit"] += time.monotonic() - began
-        if wh.single_writer:
-            # Let the other syncs' commits in until our next one (reopening DuckDB's file
-            # for a commit costs about 25 ms: BENCHMARKS.md, "Many syncs").
+        if wh.single_writer and began - released >= RELEASE_EVERY_S:
+            # Let the other syncs' commits in (BENCHMARKS.md, "Many syncs").
             wh.close()
+            released = time.monotonic()
 
     def commit(wait: bool = False) -> None:
         """Hand what is acknowledged to the committer; if it is still writing the last
@@ -384,30 +411,40 @@ def load(
             result.identified = (result.identified or 0) + (answer.identified or 0)
             if answer.matched is not None:
                 result.matched = (result.matched or 0) + answer.matched
-        statuses, errors = [], []
-        ops = sent.rb.column("_retl_op").to_pylist()
-        for op, rec in zip(ops, sent.records, strict=True):
-            err = answer.rejected.get(rec.key)
-            note = answer.warnings.get(rec.key) if err is None else None
-            if note is not None:
-                result.warned += 1
-                if len(result.warning_samples) < MAX_REJECTED_SAMPLES:
-                    result.warning_samples.append({"id": rec.key, "op": op, "warning": note})
-            statuses.append("rejected" if err is not None else "succeeded")
-            errors.append(err)
-            bucket = result.rejected if err is not None else result.succeeded
-            bucket[op] += 1
-            if err is not None and len(result.rejected_samples) < MAX_REJECTED_SAMPLES:
-                result.rejected_samples.append(
-                    {
-                        "id": rec.key,
-                        "op": op,
-                        "error": err,
-                        "payload": rec.fields,
-                        "action": recommended_action(config, err),
-                    }
-                )
         rb = sent.rb
+        ops = rb.column("_retl_op").to_pylist()
+        keys = sent.batch.keys
+        statuses: list[str] | pa.Array
+        errors: list[str | None] | pa.Array
+        if not answer.rejected and not answer.warnings:
+            # Everything acknowledged (the common case): counted without a loop per record.
+            statuses, errors = _all_succeeded(len(keys))
+            for op, n in Counter(ops).items():
+                result.succeeded[op] += n
+        else:
+            statuses, errors = [], []
+            for i, (op, key) in enumerate(zip(ops, keys, strict=True)):
+                err = answer.rejected.get(key)
+                note = answer.warnings.get(key) if err is None else None
+                if note is not None:
+                    result.warned += 1
+                    if len(result.warning_samples) < MAX_REJECTED_SAMPLES:
+                        result.warning_samples.append({"id": key, "op": op, "warning": note})
+                statuses.append("rejected" if err is not None else "succeeded")
+                errors.append(err)
+                bucket = result.rejected if err is not None else result.succeeded
+                bucket[op] += 1
+                if err is not None and len(result.rejected_samples) < MAX_REJECTED_SAMPLES:
+                    result.rejected_samples.append(
+                        {
+                            "id": key,
+                            "op": op,
+                            "error": err,
+                            "payload": sent.payload(i),
+                            "action": recommended_action(config, err),
+                        }
+                    )
+        dest_ids = _text(rb.column("_retl_dest_id"))
         unsaved.append(
             pa.table(
                 {
@@ -416,23 +453,24 @@ def load(
                     "_retl_hash": _text(rb.column("_retl_hash")),
                     "_retl_match": _text(rb.column("_retl_match")),
                     "_retl_dest_id": [
-                        answer.dest_ids.get(rec.key, rec.dest_id) for rec in sent.records
+                        answer.dest_ids.get(key, old)
+                        for key, old in zip(keys, dest_ids.to_pylist(), strict=True)
                     ]
                     if answer.dest_ids
-                    else _text(rb.column("_retl_dest_id")),
+                    else dest_ids,
                     "status": statuses,
                     "error": errors,
                 },
                 schema=_RESULT_SCHEMA,
             )
         )
-        unsaved_records += len(sent.records)
+        unsaved_records += len(keys)
         if (
             unsaved_records >= COMMIT_EVERY_RECORDS
             or time.monotonic() - last_commit >= COMMIT_EVERY_S
         ):
             commit()
-        done += len(sent.records)
+        done += len(keys)
         if progress:
             progress(done, result.planned)
 
@@ -456,23 +494,32 @@ def load(
                 read = next(reads, None)
                 if read is None:
                     break
-                mapped = mapper.records(read)
+                encoded = encoder.of(read) if encoder else None
+                mapped = mapper.records(read) if encoded is None else []
                 result.stage_s["map"] += time.monotonic() - began
                 for start in range(0, read.num_rows, batch_size):
                     rb = read.slice(start, batch_size)
-                    records = mapped[start : start + batch_size]
+                    end = start + batch_size
                     batch = Batch(
                         config.name,
                         run_id,
                         config.mode,
                         config.object,
-                        records,
+                        mapped[start:end],
                         match_field,
                         salt,
                         fill_only,
+                        rows=None
+                        if encoded is None
+                        else EncodedRows(
+                            encoded.ops[start:end],
+                            encoded.keys[start:end],
+                            encoded.fields_json[start:end],
+                            encoded.hashes[start:end],
+                        ),
                     )
                     answer = pool.submit(_deliver, destination, batch)
-                    in_flight.append(_Sent(answer, rb, records))
+                    in_flight.append(_Sent(answer, rb, batch))
                     while len(in_flight) >= destination.concurrency:
                         settle(in_flight.popleft())
         except BaseException as exc:  # noqa: BLE001 - re-raised below, after what was acked is kept
@@ -488,8 +535,12 @@ def load(
         result.stage_s["send"] = time.monotonic() - delivering - result.stage_s["map"]
         try:
             commit(wait=True)
+            if wh.single_writer:
+                wh.close()  # the file is free for other syncs while this run finishes
         finally:
             committer.shutdown()
+            if encoder:
+                encoder.close()
     if failure is not None:
         raise failure
     if destination.reports_match:

@@ -7,10 +7,16 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
-from retl_dagster.common.encoding import FLOAT_SAFE_DIGITS, to_json_value
-from retl_dagster.destinations.base import Record
+from retl_dagster.common.encoding import (
+    FLOAT_SAFE_DIGITS,
+    dumps,
+    json_text_sql,
+    to_json_value,
+)
+from retl_dagster.destinations.base import EncodedRows, Record
 from retl_dagster.engine.config import SyncConfig
 from retl_dagster.engine.kinds import Column, Static
 
@@ -60,6 +66,90 @@ def column_encoder(type_: pa.DataType) -> Callable[[Any], Any] | None:
     if pa.types.is_timestamp(type_) or pa.types.is_date(type_) or pa.types.is_time(type_):
         return _isoformat
     return to_json_value
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class FieldsEncoder:
+    """Each row's mapped fields as JSON text, written by DuckDB over the Arrow batch: the fast
+    path of a plain mapping (columns and statics) to a destination with `encoded_rows`, which
+    builds no dict per row. The values are those to_json_value gives (a parity test holds the
+    two encoders together); `of` returns None where a column's type needs the Python path."""
+
+    def __init__(self, mapper: Mapper) -> None:
+        self.mapper = mapper
+        self.sql: str | None = None
+        self.schema: pa.Schema | None = None
+        self.con: duckdb.DuckDBPyConnection | None = None
+
+    def _build(self, schema: pa.Schema) -> str | None:
+        m = self.mapper
+        parts: list[str] = []
+        for mapping in m.mappings:
+            kind = mapping.kind
+            name = _sql_text(dumps(mapping.to).decode() + ":")
+            if isinstance(kind, Static):
+                value = dumps(to_json_value(kind.constant)).decode()
+                parts.append(f"{name} || {_sql_text(value)}")
+                continue
+            assert isinstance(kind, Column)
+            value_sql = json_text_sql(_quote(kind.source), schema.field(kind.source).type)
+            if value_sql is None:
+                return None
+            # concat_ws leaves out NULLs: a null field the sync does not send is left out.
+            parts.append(
+                f"{name} || coalesce({value_sql}, 'null')"
+                if m.sync_nulls[mapping.to]
+                else f"{name} || ({value_sql})"
+            )
+        fields = "'{' || concat_ws(',', " + ", ".join(parts) + ") || '}'" if parts else "'{}'"
+        op = "'event'" if m.events else "_retl_op"
+        if m.delete_behavior == "clear":
+            cleared = dumps({mapping.to: None for mapping in m.mappings}).decode()
+            removed_op, removed_fields = "'changed'", _sql_text(cleared)
+        else:
+            removed_op, removed_fields = "'removed'", "null"
+        return f"""select
+            case when _retl_op = 'removed' then {removed_op} else {op} end as op,
+            _retl_key::varchar as key,
+            case when _retl_op = 'removed' then {removed_fields} else {fields} end as fields,
+            case when _retl_op = 'removed' then null else _retl_hash::varchar end as hash
+        from batch"""
+
+    def of(self, rb: pa.RecordBatch) -> EncodedRows | None:
+        """The batch's rows encoded, or None where the mapping or a column's type needs
+        Records."""
+        if not self.mapper.plain:
+            return None
+        if self.schema is None or not rb.schema.equals(self.schema):
+            self.schema, self.sql = rb.schema, self._build(rb.schema)
+        if self.sql is None:
+            return None
+        if self.con is None:
+            self.con = duckdb.connect()
+            self.con.execute("set TimeZone = 'UTC'")  # json_text_sql writes TIMESTAMPTZ in UTC
+        self.con.register("batch", rb)
+        try:
+            out = self.con.sql(self.sql).to_arrow_table()
+        finally:
+            self.con.unregister("batch")
+        return EncodedRows(
+            ops=out.column("op").to_pylist(),
+            keys=out.column("key").to_pylist(),
+            fields_json=out.column("fields").to_pylist(),
+            hashes=out.column("hash").to_pylist(),
+        )
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
 
 
 class Mapper:

@@ -4,6 +4,8 @@ import hashlib
 import hmac
 from typing import Any, ClassVar
 
+import orjson
+
 from retl_dagster.common.encoding import dumps
 from retl_dagster.destinations.base import Batch, BatchResult, Destination
 from retl_dagster.destinations.http import HttpClient, error_text, probe
@@ -20,22 +22,35 @@ class WebhookDestination(Destination[WebhookConfig]):
     modes = frozenset({"insert", "update", "upsert", "mirror", "events"})
     max_batch_size = 10_000
     max_concurrency = 32  # httpx's Client and pyrate-limiter are thread-safe
+    encoded_rows = True
 
     def __init__(self, name: str, config: WebhookConfig) -> None:
         super().__init__(name, config)
         self.client = HttpClient(name, config, headers=config.headers)
 
     def body(self, batch: Batch) -> bytes:
-        payload: dict[str, Any] = {
-            "sync": batch.sync,
-            "run_id": batch.run_id,
-            "batch_id": batch.batch_id,
-            "records": [
+        records: list[dict[str, Any]]
+        if batch.rows is not None:
+            # The fields are JSON already (encoded by the engine): spliced in as they are.
+            rows = batch.rows
+            records = [
+                {"op": op, "id": key}
+                if fields is None
+                else {"op": op, "id": key, "fields": orjson.Fragment(fields)}
+                for op, key, fields in zip(rows.ops, rows.keys, rows.fields_json, strict=True)
+            ]
+        else:
+            records = [
                 {"op": r.op, "id": r.key}
                 if r.op == "removed"
                 else {"op": r.op, "id": r.key, "fields": r.fields}
                 for r in batch.records
-            ],
+            ]
+        payload = {
+            "sync": batch.sync,
+            "run_id": batch.run_id,
+            "batch_id": batch.batch_id,
+            "records": records,
         }
         # NaN/Infinity are not JSON; the mapper made them null before this.
         return dumps(payload)
@@ -48,8 +63,8 @@ class WebhookDestination(Destination[WebhookConfig]):
         response = self.client.request("POST", str(self.config.url), content=body, headers=headers)
         if not response.is_success:
             reason = error_text(response)
-            return BatchResult(rejected={r.key: reason for r in batch.records})
-        keys = {r.key for r in batch.records}
+            return BatchResult(rejected=dict.fromkeys(batch.keys, reason))
+        keys = set(batch.keys)
         rejected: dict[str, str] = {}
         try:
             answer = response.json() if response.content else {}
