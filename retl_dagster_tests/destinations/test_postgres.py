@@ -237,13 +237,22 @@ def test_a_refused_value_in_a_copied_batch_rejects_only_its_record(table: str) -
         Record("added", str(i), {"name": "too long!" if i == 7 else "ok"}, match_value=i)
         for i in range(n)
     ]
+    # A large batch (10,000 rows) with bad rows far apart: halves are applied until each is
+    # alone.
+    bad = {3, 5_003, 9_998}
+    big = [
+        Record("added", str(i), {"name": "too long!" if i - n in bad else "ok"}, match_value=i)
+        for i in range(n, n + 10_000)
+    ]
     try:
         answer = dest.deliver(Batch("s", "r", "upsert", table, records, "account_id"))
+        big_answer = dest.deliver(Batch("s", "r", "upsert", table, big, "account_id"))
     finally:
         dest.close()
     assert list(answer.rejected) == ["7"]
     assert "value too long for type character varying(5)" in answer.rejected["7"]
-    assert pg(f"select count(*) from {table}") == [(n - 1,)]
+    assert sorted(big_answer.rejected) == sorted(str(n + i) for i in bad)
+    assert pg(f"select count(*) from {table}") == [(n - 1 + 10_000 - len(bad),)]
 
 
 @pytest.mark.parametrize("mode", ["upsert", "insert"])

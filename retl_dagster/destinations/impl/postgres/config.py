@@ -13,7 +13,10 @@ class PostgresConfig(ConcurrencyConfig):
 
     url: pydantic.SecretStr
     """`postgresql+psycopg://user:password@host:5432/db` (holds a password: from the env)."""
-    batch_size: int = pydantic.Field(default=1000, ge=1, le=50_000)
+    batch_size: int = pydantic.Field(default=50_000, ge=1, le=50_000)
+    """Rows a transaction. 50,000 (1,000 before): a transaction's fixed cost (begin, COPY,
+    commit: ~9 ms) held the destination to 0.30x a raw COPY over 1,000 rows, 0.64x over
+    10,000 and 0.78x over 50,000 (BENCHMARKS.md, "PostgreSQL destination")."""
     concurrency: int = pydantic.Field(default=1, ge=1, le=MAX_CONCURRENCY)
     """Batches written at once, each in its own transaction (a run's batches hold disjoint
     keys, so they do not wait on each other's row locks)."""
