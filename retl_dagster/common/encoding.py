@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import math
 import uuid
 from decimal import Decimal
@@ -176,9 +177,11 @@ def event_time_or(value: Any, default: dt.datetime) -> dt.datetime:
     return parse_event_time(value)
 
 
+@functools.lru_cache(maxsize=64)
 def run_time(run_id: str) -> dt.datetime:
     """When run `run_id` started (its id begins `YYYYmmddTHHMMSSZ`): the event time of rows
-    whose sync maps none. The same on every retry and replay of that run."""
+    whose sync maps none. The same on every retry and replay of that run. Cached: destinations
+    ask once a record, and strptime was a fifth of a Segment load's CPU."""
     try:
         return dt.datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
     except ValueError:

@@ -15,6 +15,8 @@ import hashlib
 import json
 from typing import Any, ClassVar
 
+import orjson
+
 from retl_dagster.common.encoding import parse_event_time
 from retl_dagster.destinations.base import (
     Batch,
@@ -89,18 +91,21 @@ class SegmentDestination(Destination[SegmentConfig]):
             )
         return problems
 
-    def _call(self, batch: Batch, record: Record) -> dict[str, Any]:
-        """The record's call; ValueError for a mapped timestamp that is not one."""
+    def _call(self, batch: Batch, record: Record, run_started: str) -> dict[str, Any]:
+        """The record's call; ValueError for a mapped timestamp that is not one.
+        `run_started`: the run's start in Segment's form, for records that map no time."""
         who = batch.match_field or "userId"
         ident = record.match_value if record.match_value is not None else record.key
         fields = dict(record.fields)
         when = (
-            parse_event_time(fields.pop("timestamp")) if "timestamp" in fields else batch.run_time
+            segment_time(parse_event_time(fields.pop("timestamp")))
+            if "timestamp" in fields
+            else run_started
         )
         call: dict[str, Any] = {
             who: str(ident),
             "messageId": message_id(batch.sync, record),
-            "timestamp": segment_time(when),
+            "timestamp": when,
             "context": {"library": {"name": "retl-dagster"}},
         }
         if batch.mode == "events":
@@ -123,13 +128,16 @@ class SegmentDestination(Destination[SegmentConfig]):
         out = BatchResult()
         chunk: list[tuple[Record, bytes]] = []
         size = 0
+        run_started = segment_time(batch.run_time)
         for record in batch.records:
             try:
-                call = self._call(batch, record)
+                call = self._call(batch, record, run_started)
             except ValueError as exc:
                 out.rejected[record.key] = f"timestamp: {exc}"
                 continue
-            encoded = json.dumps(call, allow_nan=False).encode()
+            # orjson: a tenth of the standard library's time; values are JSON-ready (the
+            # mapper made NaN null), and its UTF-8 is what is sent, so the size is exact.
+            encoded = orjson.dumps(call)
             if len(encoded) > MAX_CALL_BYTES:
                 out.rejected[record.key] = (
                     f"call is {len(encoded)} bytes; Segment accepts at most 32 KB a call: "
