@@ -413,15 +413,16 @@ def load(
                 result.matched = (result.matched or 0) + answer.matched
         rb = sent.rb
         ops = rb.column("_retl_op").to_pylist()
-        keys = sent.batch.keys
         statuses: list[str] | pa.Array
         errors: list[str | None] | pa.Array
         if not answer.rejected and not answer.warnings:
             # Everything acknowledged (the common case): counted without a loop per record.
-            statuses, errors = _all_succeeded(len(keys))
+            statuses, errors = _all_succeeded(rb.num_rows)
             for op, n in Counter(ops).items():
                 result.succeeded[op] += n
         else:
+            # The diff's own keys, in the order of the rows committed below.
+            keys = _text(rb.column("_retl_key")).to_pylist()
             statuses, errors = [], []
             for i, (op, key) in enumerate(zip(ops, keys, strict=True)):
                 err = answer.rejected.get(key)
@@ -454,7 +455,11 @@ def load(
                     "_retl_match": _text(rb.column("_retl_match")),
                     "_retl_dest_id": [
                         answer.dest_ids.get(key, old)
-                        for key, old in zip(keys, dest_ids.to_pylist(), strict=True)
+                        for key, old in zip(
+                            _text(rb.column("_retl_key")).to_pylist(),
+                            dest_ids.to_pylist(),
+                            strict=True,
+                        )
                     ]
                     if answer.dest_ids
                     else dest_ids,
@@ -464,13 +469,13 @@ def load(
                 schema=_RESULT_SCHEMA,
             )
         )
-        unsaved_records += len(keys)
+        unsaved_records += rb.num_rows
         if (
             unsaved_records >= COMMIT_EVERY_RECORDS
             or time.monotonic() - last_commit >= COMMIT_EVERY_S
         ):
             commit()
-        done += len(keys)
+        done += rb.num_rows
         if progress:
             progress(done, result.planned)
 

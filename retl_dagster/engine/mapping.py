@@ -134,6 +134,8 @@ class FieldsEncoder:
         if self.con is None:
             self.con = duckdb.connect()
             self.con.execute("set TimeZone = 'UTC'")  # json_text_sql writes TIMESTAMPTZ in UTC
+            # Row i out is row i in: the load pairs these rows with the batch's by position.
+            self.con.execute("set preserve_insertion_order = true")
         self.con.register("batch", rb)
         try:
             out = self.con.sql(self.sql).to_arrow_table()

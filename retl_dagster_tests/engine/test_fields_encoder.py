@@ -196,3 +196,25 @@ def test_a_column_only_python_encodes_keeps_the_python_path() -> None:
     cfg = config(mappings=[{"from": "email", "to": "Email"}, {"from": "tags", "to": "tags"}])
     rb = diff_rows({"tags": pa.array([["a"], None, None, []], pa.list_(pa.string()))})
     assert FieldsEncoder(Mapper(cfg)).of(rb) is None
+
+
+def test_encoded_rows_keep_the_batch_order_in_a_large_read() -> None:
+    """The load pairs encoded rows with the diff's by position (statuses, state), so DuckDB's
+    threads must not reorder them."""
+    n = 300_000
+    rb = pa.record_batch(
+        {
+            "_retl_op": pa.array(["added"] * n),
+            "_retl_key": pa.array([str(i) for i in range(n)]),
+            "_retl_hash": pa.array([f"h{i}" for i in range(n)]),
+            "_retl_match": pa.nulls(n, pa.string()),
+            "_retl_dest_id": pa.nulls(n, pa.string()),
+            "email": pa.array([f"u{i}@x" for i in range(n)]),
+        }
+    )
+    encoder = FieldsEncoder(Mapper(config(mappings=[{"from": "email", "to": "Email"}])))
+    rows = encoder.of(rb)
+    encoder.close()
+    assert rows is not None
+    assert rows.keys == rb.column("_retl_key").to_pylist()
+    assert rows.fields(n - 1) == {"Email": f"u{n - 1}@x"}
