@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -87,9 +88,17 @@ class SharedLimiter:
             self.turn = _turns.setdefault(key, threading.Lock())
 
     def try_acquire(self, name: str, timeout: float) -> bool:
-        """Take one request from the budget, waiting up to `timeout` s for it."""
-        with self.turn:
-            return bool(self.limiter.try_acquire(name, timeout=timeout))
+        """Take one request from the budget, waiting up to `timeout` s for it, the wait for
+        this process's turn included (so a spent budget fails every thread in `timeout`, not
+        one after another)."""
+        deadline = time.monotonic() + timeout
+        if not self.turn.acquire(timeout=timeout):
+            return False
+        try:
+            left = max(0.0, deadline - time.monotonic())
+            return bool(self.limiter.try_acquire(name, timeout=left))
+        finally:
+            self.turn.release()
 
 
 def shared_limiter(destination: str, rates: list[Rate]) -> SharedLimiter:
