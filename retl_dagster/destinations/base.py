@@ -7,7 +7,7 @@ import datetime as dt
 import functools
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
@@ -34,6 +34,32 @@ class Record:
     """The destination's own id for this record, as it answered on an earlier run."""
     hash: str | None = None
     """The diff's hash of the record's mapped values (and mapping), where it came from a diff."""
+
+
+ItemT = TypeVar("ItemT")
+
+
+def build_items(
+    records: Sequence[Record],
+    out: BatchResult,
+    build: Callable[[Record, list[str]], ItemT],
+    invalid: builtins.type[Exception],
+) -> list[tuple[Record, ItemT]]:
+    """Each record's request item, as `build(record, notes)` makes it. A record whose value
+    `build` refuses (raising `invalid`) is rejected with the message and left out; what it
+    wrote in `notes` (an identifier left out, the item still going) becomes the record's
+    warning."""
+    items: list[tuple[Record, ItemT]] = []
+    for record in records:
+        notes: list[str] = []
+        try:
+            items.append((record, build(record, notes)))
+        except invalid as exc:
+            out.rejected[record.key] = str(exc)
+            continue
+        if notes:
+            out.warnings[record.key] = "; ".join(notes)
+    return items
 
 
 @dataclass(frozen=True, slots=True)

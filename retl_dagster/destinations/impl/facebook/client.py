@@ -27,6 +27,7 @@ from retl_dagster.destinations.base import (
     Problem,
     Record,
     SyncShape,
+    build_items,
 )
 from retl_dagster.destinations.bisect import send_isolating
 from retl_dagster.destinations.hashing import stable_event_id
@@ -195,16 +196,9 @@ class FacebookConversionsDestination(Destination[FacebookConversionsConfig]):
 
     def deliver(self, batch: Batch) -> BatchResult:
         out = BatchResult()
-        events: list[tuple[Record, dict[str, Any]]] = []
-        for record in batch.records:
-            notes: list[str] = []
-            try:
-                events.append((record, self._event(batch, record, notes)))
-            except InvalidValue as exc:
-                out.rejected[record.key] = str(exc)
-                continue
-            if notes:  # a field left out; the event itself goes
-                out.warnings[record.key] = "; ".join(notes)
+        events = build_items(
+            batch.records, out, lambda r, notes: self._event(batch, r, notes), InvalidValue
+        )
         budget = self.request_budget()
 
         def send(chunk: Sequence[tuple[Record, dict[str, Any]]]) -> str | None:

@@ -27,6 +27,7 @@ from retl_dagster.destinations.base import (
     Problem,
     Record,
     SyncShape,
+    build_items,
 )
 from retl_dagster.destinations.hashing import stable_event_id
 from retl_dagster.destinations.impl.google_ads import normalize
@@ -284,15 +285,9 @@ class GoogleAdsDestination(Destination[GoogleAdsConfig]):
 
     def _conversions(self, batch: Batch) -> BatchResult:
         out = BatchResult(identified=0)
-        items: list[tuple[Record, dict[str, Any]]] = []
-        for record in batch.records:
-            notes: list[str] = []
-            try:
-                items.append((record, self._conversion(batch, record, notes)))
-            except InvalidValue as exc:
-                out.rejected[record.key] = str(exc)
-                continue
-            self._left_out(record, notes, out)
+        items = build_items(
+            batch.records, out, lambda r, notes: self._conversion(batch, r, notes), InvalidValue
+        )
         for i in range(0, len(items), MAX_CONVERSIONS):
             self._upload(items[i : i + MAX_CONVERSIONS], out)
         # Every conversion sent carries a click id or an identifier, or it was not sent.

@@ -29,6 +29,7 @@ from retl_dagster.destinations.base import (
     Problem,
     Record,
     SyncShape,
+    build_items,
 )
 from retl_dagster.destinations.hashing import stable_event_id
 from retl_dagster.destinations.impl.linkedin import normalize
@@ -223,16 +224,10 @@ class LinkedInConversionsDestination(Destination[LinkedInConversionsConfig]):
 
     def deliver(self, batch: Batch) -> BatchResult:
         out = BatchResult()
-        events: list[tuple[str, dict[str, Any]]] = []
-        for record in batch.records:
-            notes: list[str] = []
-            try:
-                events.append((record.key, self._event(batch, record, notes)))
-            except InvalidValue as exc:
-                out.rejected[record.key] = str(exc)
-                continue
-            if notes:  # a value left out; the event itself goes
-                out.warnings[record.key] = "; ".join(notes)
+        built = build_items(
+            batch.records, out, lambda r, notes: self._event(batch, r, notes), InvalidValue
+        )
+        events = [(record.key, event) for record, event in built]
 
         def settle(key: str, reason: str | None) -> None:
             if reason is not None:
