@@ -351,6 +351,19 @@ class PostgresDestination(Destination[PostgresConfig]):
                 for r in records:
                     write((r.match_value,))
 
+    def _copy_parts(
+        self, conn: sa.Connection, fields: tuple[str, ...]
+    ) -> tuple[psycopg.Connection[Any], list[str], psql.Identifier, psql.Composed]:
+        """For a COPY of `fields` (and the key): psycopg's connection under SQLAlchemy's, the
+        columns, the target table and the column list, quoted."""
+        assert self.table is not None
+        cols = [self.key, *fields]
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        target = psql.Identifier(*(self.table.schema or "public", self.table.name))
+        names = psql.SQL(", ").join(psql.Identifier(c) for c in cols)
+        return raw, cols, target, names
+
     def _copy_new(
         self, conn: sa.Connection, fields: tuple[str, ...], records: list[Record]
     ) -> bool:
@@ -359,13 +372,7 @@ class PostgresDestination(Destination[PostgresConfig]):
         when the table already holds one of their keys (after a reset, or rows written by
         someone else): the caller then merges them. Half the writes of a merge (BENCHMARKS.md,
         "PostgreSQL destination")."""
-        assert self.table is not None
-        t, key = self.table, self.key
-        cols = [key, *fields]
-        raw = conn.connection.driver_connection
-        assert isinstance(raw, psycopg.Connection)
-        target = psql.Identifier(*(t.schema or "public", t.name))
-        names = psql.SQL(", ").join(psql.Identifier(c) for c in cols)
+        raw, cols, target, names = self._copy_parts(conn, fields)
         # SQL savepoints, not psycopg's transaction(): SQLAlchemy owns the batch's
         # transaction, and the first statement here may be the one that begins it.
         with raw.cursor() as cur:
@@ -385,13 +392,7 @@ class PostgresDestination(Destination[PostgresConfig]):
         """Many rows: COPY them into a temporary table shaped like the target's columns (no
         constraints), then one INSERT ... SELECT ... ON CONFLICT, in the batch's transaction.
         About 10x the rows/s of a multi-row INSERT (BENCHMARKS.md, "PostgreSQL destination")."""
-        assert self.table is not None
-        t, key = self.table, self.key
-        cols = [key, *fields]
-        raw = conn.connection.driver_connection
-        assert isinstance(raw, psycopg.Connection)
-        target = psql.Identifier(*(t.schema or "public", t.name))
-        names = psql.SQL(", ").join(psql.Identifier(c) for c in cols)
+        raw, cols, target, names = self._copy_parts(conn, fields)
         tmp = psql.Identifier(f"_retl_in_{secrets.token_hex(4)}")
         with raw.cursor() as cur:
             cur.execute(
@@ -413,7 +414,7 @@ class PostgresDestination(Destination[PostgresConfig]):
                 )
             cur.execute(
                 psql.SQL("insert into {} ({}) select {} from {} on conflict ({}) {}").format(
-                    target, names, names, tmp, psql.Identifier(key), conflict
+                    target, names, names, tmp, psql.Identifier(self.key), conflict
                 )
             )
 
