@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 # Decimals with more significant digits than a float carries go out as strings, not rounded.
 FLOAT_SAFE_DIGITS = 15
@@ -84,12 +85,10 @@ def _iso_datetime_sql(column: str) -> str:
     )
 
 
-def json_text_sql(column: str, type_: Any) -> str | None:
+def json_text_sql(column: str, type_: pa.DataType) -> str | None:
     """DuckDB SQL of the JSON text `dumps(to_json_value(v))` gives each value of quoted column
     `column`, an Arrow column of type `type_` (NULL where the value is null); None where only
     to_json_value can encode the type. The connection's TimeZone must be UTC."""
-    import pyarrow as pa
-
     if (
         pa.types.is_string(type_)
         or pa.types.is_large_string(type_)

@@ -413,6 +413,12 @@ def load(
                 result.matched = (result.matched or 0) + answer.matched
         rb = sent.rb
         ops = rb.column("_retl_op").to_pylist()
+        # The diff's own keys, in the order of the rows committed below (only where needed).
+        keys = (
+            _text(rb.column("_retl_key")).to_pylist()
+            if answer.rejected or answer.warnings or answer.dest_ids
+            else []
+        )
         statuses: list[str] | pa.Array
         errors: list[str | None] | pa.Array
         if not answer.rejected and not answer.warnings:
@@ -421,8 +427,6 @@ def load(
             for op, n in Counter(ops).items():
                 result.succeeded[op] += n
         else:
-            # The diff's own keys, in the order of the rows committed below.
-            keys = _text(rb.column("_retl_key")).to_pylist()
             statuses, errors = [], []
             for i, (op, key) in enumerate(zip(ops, keys, strict=True)):
                 err = answer.rejected.get(key)
@@ -455,11 +459,7 @@ def load(
                     "_retl_match": _text(rb.column("_retl_match")),
                     "_retl_dest_id": [
                         answer.dest_ids.get(key, old)
-                        for key, old in zip(
-                            _text(rb.column("_retl_key")).to_pylist(),
-                            dest_ids.to_pylist(),
-                            strict=True,
-                        )
+                        for key, old in zip(keys, dest_ids.to_pylist(), strict=True)
                     ]
                     if answer.dest_ids
                     else dest_ids,

@@ -19,7 +19,7 @@ from retl_dagster.engine.state import (
     ensure_state_schema,
     state_types,
 )
-from retl_dagster.engine.warehouse import Warehouse, quote_ident
+from retl_dagster.engine.warehouse import Warehouse, quote_ident, quote_literal
 
 MAX_REPORTED_KEYS = 20
 
@@ -118,7 +118,7 @@ def row_hash_sql(config: SyncConfig, dialect: str = "duckdb") -> str:
             tags.append(tag if column is None else f"{tag}<{column}>")
             if column is not None:
                 columns.append(quote_ident(column))
-    signature = "'" + "|".join(tags).replace("'", "''") + "'"
+    signature = quote_literal("|".join(tags))
     if dialect == "duckdb":
         return f"hash({', '.join([signature, *columns])})"
     if dialect == "snowflake":
@@ -250,7 +250,7 @@ def incremental_sql(wh: Warehouse, config: SyncConfig, model_sql: str, cursor_fr
     types = dict(wh.columns_of(model_sql))
     type_of = {c.lower(): ty for c, ty in types.items()}
     cursor = config.incremental.cursor
-    literal = "'" + cursor_from.replace("'", "''") + "'"
+    literal = quote_literal(cursor_from)
     past = f"{quote_ident(cursor)} >= cast({literal} as {type_of[cursor.lower()]})"
     recent = f"select * from ({model_sql}) as retl_inc where {past}"
     t = SyncTables(config.name)

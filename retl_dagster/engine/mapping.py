@@ -19,6 +19,7 @@ from retl_dagster.common.encoding import (
 from retl_dagster.destinations.base import EncodedRows, Record
 from retl_dagster.engine.config import SyncConfig
 from retl_dagster.engine.kinds import Column, Static
+from retl_dagster.engine.warehouse import quote_ident, quote_literal
 
 
 def _as_is(value: Any) -> Any:
@@ -68,14 +69,6 @@ def column_encoder(type_: pa.DataType) -> Callable[[Any], Any] | None:
     return to_json_value
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 class FieldsEncoder:
     """Each row's mapped fields as JSON text, written by DuckDB over the Arrow batch: the fast
     path of a plain mapping (columns and statics) to a destination with `encoded_rows`, which
@@ -93,13 +86,13 @@ class FieldsEncoder:
         parts: list[str] = []
         for mapping in m.mappings:
             kind = mapping.kind
-            name = _sql_text(dumps(mapping.to).decode() + ":")
+            name = quote_literal(dumps(mapping.to).decode() + ":")
             if isinstance(kind, Static):
                 value = dumps(to_json_value(kind.constant)).decode()
-                parts.append(f"{name} || {_sql_text(value)}")
+                parts.append(f"{name} || {quote_literal(value)}")
                 continue
             assert isinstance(kind, Column)
-            value_sql = json_text_sql(_quote(kind.source), schema.field(kind.source).type)
+            value_sql = json_text_sql(quote_ident(kind.source), schema.field(kind.source).type)
             if value_sql is None:
                 return None
             # concat_ws leaves out NULLs: a null field the sync does not send is left out.
@@ -112,7 +105,7 @@ class FieldsEncoder:
         op = "'event'" if m.events else "_retl_op"
         if m.delete_behavior == "clear":
             cleared = dumps({mapping.to: None for mapping in m.mappings}).decode()
-            removed_op, removed_fields = "'changed'", _sql_text(cleared)
+            removed_op, removed_fields = "'changed'", quote_literal(cleared)
         else:
             removed_op, removed_fields = "'removed'", "null"
         return f"""select

@@ -29,6 +29,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """`text` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def quote_relation(name: str) -> str:
     """`schema.table` -> `"schema"."table"`; names already quoted are left alone."""
     if '"' in name:
