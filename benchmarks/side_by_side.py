@@ -464,11 +464,14 @@ def part_delivery(sizes: list[int], repeat: int) -> list[str]:
             contenders.append(("dlt sink, batch_size 100", "dlt", 100, (url, 100)))
         except ImportError:
             print("dlt is not installed (pip install -e '.[bench]'): no dlt sink row")
-        seconds: dict[tuple[str, int], float] = {}
-        for label, task, _, args in contenders:
-            for n in (small, large):
-                runs = [run(task, args[0], n, *args[1:]) for _ in range(repeat)]
-                seconds[label, n] = median(runs, "seconds")
+        # Rounds interleave the contenders, so a machine that slows down for a while slows
+        # them all, and each time is the median of its rounds.
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for _ in range(repeat):
+            for label, task, _, args in contenders:
+                for n in (small, large):
+                    runs.setdefault((label, n), []).append(run(task, args[0], n, *args[1:]))
+        seconds = {key: median(found, "seconds") for key, found in runs.items()}
 
         def marginal(label: str) -> float:
             return (large - small) / (seconds[label, large] - seconds[label, small])

@@ -88,13 +88,13 @@ def _iso_datetime_sql(column: str) -> str:
 def json_text_sql(column: str, type_: pa.DataType) -> str | None:
     """DuckDB SQL of the JSON text `dumps(to_json_value(v))` gives each value of quoted column
     `column`, an Arrow column of type `type_` (NULL where the value is null); None where only
-    to_json_value can encode the type. The connection's TimeZone must be UTC."""
-    if (
-        pa.types.is_string(type_)
-        or pa.types.is_large_string(type_)
-        or pa.types.is_integer(type_)
-        or pa.types.is_boolean(type_)
-    ):
+    to_json_value can encode the type. It reads the same whether `column` is the Arrow
+    column registered in DuckDB or the DuckDB column it was read from: a text column is cast to
+    VARCHAR first (a JSON or UUID column goes out as the string Arrow carries), a TIMESTAMPTZ
+    is converted to UTC (whatever the session's TimeZone)."""
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        return f"to_json({column}::varchar)::varchar"
+    if pa.types.is_integer(type_) or pa.types.is_boolean(type_):
         return f"to_json({column})::varchar"
     if pa.types.is_floating(type_) and not pa.types.is_float16(type_):
         # NaN and Infinity are not JSON; a float32 goes out as the double Python reads.
@@ -117,7 +117,8 @@ def json_text_sql(column: str, type_: pa.DataType) -> str | None:
         if type_.tz is None:
             return f"'\"' || {_iso_datetime_sql(column)} || '\"'"
         if type_.tz in _UTC_ZONES:
-            return f"'\"' || {_iso_datetime_sql(column)} || '+00:00\"'"
+            utc = f"timezone('UTC', {column})"
+            return f"'\"' || {_iso_datetime_sql(utc)} || '+00:00\"'"
         return None
     if pa.types.is_date(type_):
         return (

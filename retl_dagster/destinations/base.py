@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import orjson
+import pyarrow as pa
 import pydantic
 
 from retl_dagster.common.encoding import run_time
@@ -64,24 +65,56 @@ def build_items(
 
 @dataclass(frozen=True, slots=True)
 class EncodedRows:
-    """A batch's records column by column, each one's fields already JSON text: what a
-    destination with `Destination.encoded_rows` gets instead of Records where the sync's
-    mapping is plain (columns and statics), so no dict is built per row. Entry i of each list
-    is one record."""
+    """A batch's records column by column, written by DuckDB: what a destination with
+    `Destination.encoded_rows` gets instead of Records where the sync's mapping is plain
+    (columns and statics), so nothing is built per row in Python. Entry i of each Arrow array
+    is one record. Read whole runs of entries with `concatenated`, not Arrow's compute
+    functions: those release the GIL, and a load's delivering threads then fight over it (at
+    batch 100 a body cost ten times its single-threaded time)."""
 
-    ops: list[str]
+    ops: pa.StringArray
     """As `Record.op`."""
-    keys: list[str]
-    fields_json: list[str | None]
-    """The JSON object of the record's fields (a Record's `fields`, encoded); None for a
+    keys: pa.StringArray
+    fields_json: pa.StringArray
+    """The JSON object of the record's fields (a Record's `fields`, encoded); null for a
     removed record."""
-    hashes: list[str | None]
-    """As `Record.hash` (None for a removed record)."""
+    hashes: pa.StringArray
+    """As `Record.hash` (null for a removed record)."""
+    idents: pa.StringArray
+    """What `Batch.batch_id` hashes for the record, where it has a hash (null elsewhere)."""
+    items: pa.StringArray
+    """`Destination.item_sql`'s text for the record, after a comma (null without one)."""
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def slice(self, start: int, length: int) -> EncodedRows:
+        """Rows `start` to `start + length` (no copy)."""
+        return EncodedRows(
+            self.ops.slice(start, length),
+            self.keys.slice(start, length),
+            self.fields_json.slice(start, length),
+            self.hashes.slice(start, length),
+            self.idents.slice(start, length),
+            self.items.slice(start, length),
+        )
 
     def fields(self, i: int) -> dict[str, Any]:
         """Record i's fields as values (for messages and samples, not the hot path)."""
-        text = self.fields_json[i]
+        text = self.fields_json[i].as_py()
         return orjson.loads(text) if text is not None else {}
+
+
+def concatenated(texts: pa.StringArray) -> bytes:
+    """The array's strings end to end, as bytes, copied out of its buffers (a null reads as
+    nothing)."""
+    if not len(texts):
+        return b""
+    _, offsets, data = texts.buffers()
+    if data is None:
+        return b""
+    ends = memoryview(offsets).cast("q" if pa.types.is_large_string(texts.type) else "i")
+    return memoryview(data)[ends[texts.offset] : ends[texts.offset + len(texts)]].tobytes()
 
 
 @dataclass(frozen=True)
@@ -105,7 +138,10 @@ class Batch:
     @property
     def keys(self) -> list[str]:
         """The records' keys, in order."""
-        return self.rows.keys if self.rows is not None else [r.key for r in self.records]
+        if self.rows is not None:
+            keys: list[str] = self.rows.keys.to_pylist()
+            return keys
+        return [r.key for r in self.records]
 
     @property
     def run_time(self) -> dt.datetime:
@@ -121,11 +157,21 @@ class Batch:
         h = hashlib.sha256(f"{self.sync}\x1f{self.salt}".encode())
         if self.rows is not None:
             rows = self.rows
-            for i, (op, key, hash_) in enumerate(
-                zip(rows.ops, rows.keys, rows.hashes, strict=True)
+            if not rows.idents.null_count:
+                # Every record has a hash: the text the loop below hashes, written by DuckDB.
+                h.update(concatenated(rows.idents))
+                return h.hexdigest()[:32]
+            for i, (op, key, ident) in enumerate(
+                zip(
+                    rows.ops.to_pylist(),
+                    rows.keys.to_pylist(),
+                    rows.idents.to_pylist(),
+                    strict=True,
+                )
             ):
-                content = hash_ if hash_ is not None else repr(sorted(rows.fields(i).items()))
-                h.update(f"\x1f{op}\x1e{key}\x1e{content}".encode())
+                if ident is None:  # a removed record, or one `clear` empties: named by fields
+                    ident = f"\x1f{op}\x1e{key}\x1e{sorted(rows.fields(i).items())!r}"
+                h.update(ident.encode())
             return h.hexdigest()[:32]
         for r in self.records:
             content = r.hash if r.hash is not None else repr(sorted(r.fields.items()))
@@ -276,6 +322,10 @@ class Destination(ABC, Generic[ConfigT]):
     encoded_rows: ClassVar[bool] = False
     """True: where a sync's mapping is plain, `deliver` gets `Batch.rows` (fields already JSON,
     encoded by DuckDB) instead of `Batch.records`; it must handle both."""
+    item_sql: ClassVar[str | None] = None
+    """With `encoded_rows`: DuckDB SQL of one record's request item as JSON text, over the
+    encoded record's `op`, `key` and `fields` (JSON text; null for a removed record). The load
+    writes it for every row into `EncodedRows.items`."""
     reports_match: ClassVar[bool] = False
     """Audience and conversion destinations: runs show identified rows and the match rate."""
     event_time_field: ClassVar[str | None] = None

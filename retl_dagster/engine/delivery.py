@@ -22,10 +22,9 @@ from retl_dagster.destinations.base import (
     AnyDestination,
     Batch,
     BatchResult,
-    EncodedRows,
 )
 from retl_dagster.engine.config import SyncConfig
-from retl_dagster.engine.mapping import FieldsEncoder, Mapper
+from retl_dagster.engine.mapping import FieldsEncoder, Mapper, encoded_rows
 from retl_dagster.engine.state import (
     RECORD_RESULTS,
     StateTypes,
@@ -313,6 +312,25 @@ class _Sent:
         return rows.fields(i) if rows is not None else self.batch.records[i].fields
 
 
+DIFF_COLUMNS = "_retl_op, _retl_key, _retl_hash, _retl_match, _retl_dest_id"
+"""The diff's own columns a load reads beside the model's (settling a batch needs them)."""
+
+
+def _encoding_read(
+    wh: Warehouse, encoder: FieldsEncoder | None, source: str, run_id: str
+) -> str | None:
+    """On a DuckDB warehouse, a read of `source` (the run's diff rows) that encodes each row's
+    fields as it reads (FieldsEncoder's SQL over it): one query on DuckDB's threads, instead of
+    each read batch going back into DuckDB. None on other warehouses (whose SQL differs), or
+    where the mapping or a column's type needs Records."""
+    if encoder is None or wh.dialect != "duckdb":
+        return None
+    first = list(wh.stream(f"{source} limit 1", [run_id]))
+    if not first:
+        return None
+    return encoder.select_sql(first[0].schema, f"({source}) as batch", keep=DIFF_COLUMNS)
+
+
 def load(
     wh: Warehouse,
     config: SyncConfig,
@@ -350,7 +368,7 @@ def load(
 
     mapper = mapper_for(config, destination)
     encoder = (
-        FieldsEncoder(mapper)
+        FieldsEncoder(mapper, destination.item_sql)
         if destination.encoded_rows and not destination.native_values
         else None
     )
@@ -424,6 +442,8 @@ def load(
         if not answer.rejected and not answer.warnings:
             # Everything acknowledged (the common case): counted without a loop per record.
             statuses, errors = _all_succeeded(rb.num_rows)
+            # (Not Arrow's value_counts: its call releases the GIL, which the delivering
+            # threads then fight over.)
             for op, n in Counter(ops).items():
                 result.succeeded[op] += n
         else:
@@ -487,41 +507,37 @@ def load(
             # Read and map many destination batches at a time (fewer warehouse round trips,
             # column-wise mapping), then hand them out one destination batch each.
             per_read = batch_size * max(1, READ_ROWS // batch_size)
-            reads = wh.detached_stream(
-                f"select _retl_op, _retl_key, _retl_hash, _retl_match, _retl_dest_id, {cols} "
-                f"from {t.diff} "
-                f"where _retl_run_id = ? {op_filter}",
-                [run_id],
-                batch_size=per_read,
+            source = (
+                f"select {DIFF_COLUMNS}, {cols} from {t.diff} where _retl_run_id = ? {op_filter}"
             )
+            encoding = _encoding_read(wh, encoder, source, run_id)
+            reads = wh.detached_stream(encoding or source, [run_id], batch_size=per_read)
             while True:
                 began = time.monotonic()
                 read = next(reads, None)
                 if read is None:
                     break
-                encoded = encoder.of(read) if encoder else None
+                encoded = (
+                    encoded_rows(read)
+                    if encoding is not None
+                    else encoder.of(read)
+                    if encoder
+                    else None
+                )
                 mapped = mapper.records(read) if encoded is None else []
                 result.stage_s["map"] += time.monotonic() - began
                 for start in range(0, read.num_rows, batch_size):
                     rb = read.slice(start, batch_size)
-                    end = start + batch_size
                     batch = Batch(
                         config.name,
                         run_id,
                         config.mode,
                         config.object,
-                        mapped[start:end],
+                        mapped[start : start + batch_size],
                         match_field,
                         salt,
                         fill_only,
-                        rows=None
-                        if encoded is None
-                        else EncodedRows(
-                            encoded.ops[start:end],
-                            encoded.keys[start:end],
-                            encoded.fields_json[start:end],
-                            encoded.hashes[start:end],
-                        ),
+                        rows=None if encoded is None else encoded.slice(start, batch_size),
                     )
                     answer = pool.submit(_deliver, destination, batch)
                     in_flight.append(_Sent(answer, rb, batch))

@@ -69,20 +69,44 @@ def column_encoder(type_: pa.DataType) -> Callable[[Any], Any] | None:
     return to_json_value
 
 
+def encoded_rows(table: pa.Table | pa.RecordBatch) -> EncodedRows:
+    """The encoded columns of a result of `FieldsEncoder.select_sql`."""
+
+    def column(name: str) -> pa.StringArray:
+        values = table.column(name)
+        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+    return EncodedRows(
+        ops=column("op"),
+        keys=column("key"),
+        fields_json=column("fields"),
+        hashes=column("hash"),
+        idents=column("ident"),
+        items=column("item"),
+    )
+
+
 class FieldsEncoder:
     """Each row's mapped fields as JSON text, written by DuckDB over the Arrow batch: the fast
     path of a plain mapping (columns and statics) to a destination with `encoded_rows`, which
     builds no dict per row. The values are those to_json_value gives (a parity test holds the
     two encoders together); `of` returns None where a column's type needs the Python path."""
 
-    def __init__(self, mapper: Mapper) -> None:
+    def __init__(self, mapper: Mapper, item_sql: str | None = None) -> None:
         self.mapper = mapper
+        self.item_sql = item_sql
+        """The destination's `item_sql`."""
         self.sql: str | None = None
         self.schema: pa.Schema | None = None
         self.con: duckdb.DuckDBPyConnection | None = None
 
-    def _build(self, schema: pa.Schema) -> str | None:
+    def select_sql(self, schema: pa.Schema, source: str = "batch", keep: str = "") -> str | None:
+        """SELECT over relation `source` (a diff's rows, its columns as in `schema`) of each
+        row's encoded columns (`encoded_rows` reads them) and the columns `keep` lists; None
+        where the mapping or a column's type needs Records."""
         m = self.mapper
+        if not m.plain:
+            return None
         parts: list[str] = []
         for mapping in m.mappings:
             kind = mapping.kind
@@ -108,12 +132,18 @@ class FieldsEncoder:
             removed_op, removed_fields = "'changed'", quote_literal(cleared)
         else:
             removed_op, removed_fields = "'removed'", "null"
-        return f"""select
+        # The text Batch.batch_id hashes per record (null without a hash), and the
+        # destination's request item after a comma, so a batch's items are one run of bytes.
+        item = f"',' || ({self.item_sql})" if self.item_sql else "null::varchar"
+        return f"""select *, chr(31) || op || chr(30) || key || chr(30) || hash as ident,
+            {item} as item
+        from (select
             case when _retl_op = 'removed' then {removed_op} else {op} end as op,
             _retl_key::varchar as key,
             case when _retl_op = 'removed' then {removed_fields} else {fields} end as fields,
             case when _retl_op = 'removed' then null else _retl_hash::varchar end as hash
-        from batch"""
+            {", " + keep if keep else ""}
+        from {source})"""
 
     def of(self, rb: pa.RecordBatch) -> EncodedRows | None:
         """The batch's rows encoded, or None where the mapping or a column's type needs
@@ -121,25 +151,18 @@ class FieldsEncoder:
         if not self.mapper.plain:
             return None
         if self.schema is None or not rb.schema.equals(self.schema):
-            self.schema, self.sql = rb.schema, self._build(rb.schema)
+            self.schema, self.sql = rb.schema, self.select_sql(rb.schema)
         if self.sql is None:
             return None
         if self.con is None:
             self.con = duckdb.connect()
-            self.con.execute("set TimeZone = 'UTC'")  # json_text_sql writes TIMESTAMPTZ in UTC
             # Row i out is row i in: the load pairs these rows with the batch's by position.
             self.con.execute("set preserve_insertion_order = true")
         self.con.register("batch", rb)
         try:
-            out = self.con.sql(self.sql).to_arrow_table()
+            return encoded_rows(self.con.sql(self.sql).to_arrow_table())
         finally:
             self.con.unregister("batch")
-        return EncodedRows(
-            ops=out.column("op").to_pylist(),
-            keys=out.column("key").to_pylist(),
-            fields_json=out.column("fields").to_pylist(),
-            hashes=out.column("hash").to_pylist(),
-        )
 
     def close(self) -> None:
         if self.con is not None:

@@ -15,10 +15,13 @@ import pyarrow as pa
 import pytest
 
 from retl_dagster.common.encoding import json_text_sql, to_json_value
-from retl_dagster.destinations.base import Batch
+from retl_dagster.destinations.base import Batch, BatchResult
 from retl_dagster.destinations.impl.webhook import WebhookConfig, WebhookDestination
+from retl_dagster.engine import diff
 from retl_dagster.engine.config import SyncConfig
+from retl_dagster.engine.delivery import load
 from retl_dagster.engine.mapping import FieldsEncoder, Mapper
+from retl_dagster.engine.warehouse import Warehouse
 from retl_dagster_tests.engine.test_mapping import config as mapping_config
 
 rng = random.Random(21)
@@ -94,7 +97,8 @@ def test_duckdb_writes_every_value_as_to_json_value_does(name: str) -> None:
     sql = json_text_sql('"c"', arr.type)
     assert sql is not None
     con = duckdb.connect()
-    con.execute("set TimeZone = 'UTC'")
+    # The SQL must not depend on the session's zone (the load runs it on the warehouse's).
+    con.execute("set TimeZone = 'Asia/Kathmandu'")
     con.register("batch", pa.record_batch([arr], names=["c"]))
     got = [r[0] for r in con.execute(f"select {sql} from batch").fetchall()]
     wrong = [
@@ -141,7 +145,8 @@ def diff_rows(extra: dict[str, pa.Array] | None = None) -> pa.RecordBatch:
     return pa.record_batch(
         {
             "_retl_op": pa.array(ops),
-            "_retl_key": pa.array(["1", "2", "3", 'k"4']),
+            # a key JSON must escape: quote, backslash, tab, a control character, an emoji
+            "_retl_key": pa.array(["1", "2", "3", 'k"4\\\t\x01😀']),
             "_retl_hash": pa.array(["h1", "h2", "h3", "h4"]),
             "_retl_match": pa.array([None, None, "old@x", None], pa.string()),
             "_retl_dest_id": pa.array([None, "d2", "d3", None], pa.string()),
@@ -172,10 +177,10 @@ def test_encoded_rows_are_the_records_the_python_path_builds(over: dict[str, Any
     mapper = Mapper(cfg)
     rb = diff_rows()
     records = mapper.records(rb)
-    rows = FieldsEncoder(mapper).of(rb)
+    rows = FieldsEncoder(mapper, WebhookDestination.item_sql).of(rb)
     assert rows is not None
-    assert rows.ops == [r.op for r in records]
-    assert rows.keys == [r.key for r in records]
+    assert rows.ops.to_pylist() == [r.op for r in records]
+    assert rows.keys.to_pylist() == [r.key for r in records]
     assert [rows.fields(i) for i in range(len(records))] == [r.fields for r in records]
     # A null the sync does not send is left out, not sent as null.
     assert "City" not in rows.fields(0)
@@ -188,6 +193,17 @@ def test_encoded_rows_are_the_records_the_python_path_builds(over: dict[str, Any
     hook = WebhookDestination("hook", WebhookConfig(url="http://127.0.0.1:9/hook"))
     try:
         assert orjson.loads(hook.body(as_rows)) == orjson.loads(hook.body(as_records))
+        # Slices of a read, as the load hands batches out: from its start, from its middle
+        # (with and without a removed record, whose id is built differently).
+        for start, length in ((0, 2), (1, 3), (3, 1)):
+            end = start + length
+            part = Batch("s", "r1", cfg.mode, None, [], rows=rows.slice(start, length))
+            assert part.keys == [r.key for r in records[start:end]]
+            assert part.batch_id == Batch("s", "r1", cfg.mode, None, records[start:end]).batch_id
+            assert (
+                orjson.loads(hook.body(part))["records"]
+                == (orjson.loads(hook.body(as_records))["records"][start:end])
+            )
     finally:
         hook.close()
 
@@ -216,5 +232,65 @@ def test_encoded_rows_keep_the_batch_order_in_a_large_read() -> None:
     rows = encoder.of(rb)
     encoder.close()
     assert rows is not None
-    assert rows.keys == rb.column("_retl_key").to_pylist()
+    assert rows.keys.to_pylist() == rb.column("_retl_key").to_pylist()
     assert rows.fields(n - 1) == {"Email": f"u{n - 1}@x"}
+
+
+class _Captured(WebhookDestination):
+    """The webhook's bodies, kept instead of posted (everything acknowledged)."""
+
+    def __init__(self, encoded: bool) -> None:
+        super().__init__("hook", WebhookConfig(url="http://127.0.0.1:9/hook", batch_size=3))
+        self.encoded_rows = encoded  # type: ignore[misc]
+        self.bodies: list[dict[str, Any]] = []
+        self.batches: list[Batch] = []
+
+    def deliver(self, batch: Batch) -> BatchResult:
+        self.batches.append(batch)
+        self.bodies.append(orjson.loads(self.body(batch)))
+        return BatchResult()
+
+
+def test_a_duckdb_warehouse_encodes_as_it_reads_and_sends_what_records_send(
+    tmp_path: Any,
+) -> None:
+    """On DuckDB the load's read of the diff encodes the fields itself (no second pass over
+    Arrow). Columns whose DuckDB type differs from what Arrow carries (JSON, UUID, TIMESTAMPTZ
+    read in another session zone) must still go out as the Records path sends them."""
+    cfg = mapping_config(
+        mappings=[
+            {"from": c, "to": c.upper()}
+            for c in ("email", "meta", "uid", "seen", "amount", "day", "score", "n")
+        ],
+        delete_behavior="delete",
+    )
+    sent: dict[bool, list[dict[str, Any]]] = {}
+    for encoded in (True, False):
+        with Warehouse(str(tmp_path / f"w{encoded}.duckdb")) as wh:
+            wh.execute(
+                """create table t as select i as id,
+                    case when i % 4 = 0 then null else 'u' || i || '@x"é' end as email,
+                    ('{"a": [' || i || ']}')::json as meta,
+                    ('00000000-0000-0000-0000-' || lpad(i::varchar, 12, '0'))::uuid as uid,
+                    timestamptz '2026-03-04 05:06:07.25+00' + to_seconds(i) as seen,
+                    (i * 1.25)::decimal(12, 2) as amount,
+                    date '0999-01-01' + i::integer as day,
+                    i / 3.0 as score, i::hugeint * 10000000000000000 as n
+                from range(10) r(i)"""
+            )
+            diff.compute_diff(wh, cfg, "select * from t", "r1", 10)
+            dest = _Captured(encoded)
+            result = load(wh, cfg, dest, "r1")
+            assert result.total_succeeded == 10
+            # A TIMESTAMPTZ reads in the session's zone: only UTC's is written in SQL (other
+            # zones' offsets depend on the date), so elsewhere the batch takes Records.
+            zone = wh.fetchone("select current_setting('TimeZone')")
+            fast = encoded and zone is not None and zone[0] in ("UTC", "Etc/UTC")
+            assert all((b.rows is not None) is fast for b in dest.batches)
+            sent[encoded] = sorted(
+                (r for body in dest.bodies for r in body["records"]), key=lambda r: r["id"]
+            )
+    assert len(sent[True]) == 10
+    assert all(same(a, b) for a, b in zip(sent[True], sent[False], strict=True)), sent
+    some = next(r for r in sent[True] if r["id"] == "1")["fields"]
+    assert some["META"] == '{"a": [1]}' and some["UID"] == "00000000-0000-0000-0000-000000000001"
