@@ -283,3 +283,85 @@ def test_new_rows_whose_keys_the_table_already_has_are_merged(table: str, mode: 
     assert pg(f"select count(*) from {table} where name = 'ours'") == [
         (2 * n - (2 if mode == "insert" else 0),)
     ]
+
+
+def test_copied_values_arrive_exactly_in_binary_and_as_text(table: str) -> None:
+    """A COPY goes in binary where the column types and values allow it, else as text: either
+    way every value arrives exactly. A value of another type later in a batch sends the batch
+    again as text; a SMALLINT column always goes as text, so a value out of its range is
+    refused (binary writing would wrap 70,000 into 4,464)."""
+    import datetime as dt
+
+    from retl_dagster.destinations.base import Batch, Record
+    from retl_dagster.destinations.impl.postgres import PostgresConfig, PostgresDestination
+    from retl_dagster.destinations.impl.postgres.client import COPY_MIN_ROWS
+
+    pg(
+        f"""create table {table} (account_id bigint primary key, name text, code varchar(8),
+        arr numeric(14, 2), score double precision, active boolean, day date,
+        seen timestamp, since timestamptz, ref bigint)"""
+    )
+    small = f"{table}_small"
+    pg(f"create table {small} (account_id bigint primary key, small smallint)")
+    fields = {
+        "name": "VARCHAR",
+        "code": "VARCHAR",
+        "arr": "DECIMAL(14,2)",
+        "score": "DOUBLE",
+        "active": "BOOLEAN",
+        "day": "DATE",
+        "seen": "TIMESTAMP",
+        "since": "TIMESTAMP WITH TIME ZONE",
+        "ref": "BIGINT",
+    }
+    n = 2 * COPY_MIN_ROWS
+
+    def row(i: int) -> dict[str, object]:
+        return {
+            "name": f"é{i}\t'\"\\",
+            "code": f"c{i}",
+            "arr": Decimal(i) / 4 if i % 5 else None,
+            "score": i / 3,
+            "active": i % 2 == 0,
+            "day": dt.date(1, 1, 1) + dt.timedelta(days=i),
+            "seen": dt.datetime(2026, 1, 2, 3, 4, 5, i),
+            "since": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+            "ref": i * 7,
+        }
+
+    def records(start: int) -> list[Record]:
+        return [Record("added", str(i), row(i), match_value=i) for i in range(start, start + n)]
+
+    dest = PostgresDestination("pg", PostgresConfig.model_validate({"url": PG_URL}))
+    other = PostgresDestination("pg", PostgresConfig.model_validate({"url": PG_URL}))
+    try:
+        dest.prepare(table, "account_id", fields, "BIGINT")
+        binary = records(0)
+        assert dest._binary_types(["account_id", *fields], tuple(fields), binary) is not None
+        assert dest.deliver(Batch("s", "r", "upsert", table, binary, "account_id")).rejected == {}
+        # Text in a BIGINT column after ints: binary writing refuses it mid-COPY, and the
+        # batch goes again as text, which PostgreSQL parses.
+        mixed = records(n)
+        mixed[-1].fields["ref"] = "12"
+        assert dest.deliver(Batch("s", "r", "upsert", table, mixed, "account_id")).rejected == {}
+        other.prepare(small, "account_id", {"small": "BIGINT"}, "BIGINT")
+        out_of_range = [
+            Record("added", str(i), {"small": 70_000 if i == 3 else i}, match_value=i)
+            for i in range(n)
+        ]
+        refused = other.deliver(Batch("s", "r", "upsert", small, out_of_range, "account_id"))
+        kept = pg(f"select count(*), sum(small) from {small}")
+    finally:
+        dest.close()
+        other.close()
+        pg(f"drop table if exists {small}")
+    got = pg(
+        f"select account_id, name, code, arr, score, active, day, seen, since, ref "
+        f"from {table} order by account_id"
+    )
+    assert len(got) == 2 * n
+    for i, values in enumerate(got):
+        want = {**row(i), **({"ref": 12} if i == 2 * n - 1 else {})}
+        assert values == (i, *want.values()), values
+    assert list(refused.rejected) == ["3"] and "smallint" in refused.rejected["3"]
+    assert kept == [(n - 1, sum(range(n)) - 3)]
