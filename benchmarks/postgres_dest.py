@@ -4,12 +4,13 @@
         python benchmarks/postgres_dest.py [--rows 200000] [--batch 1000 10000 50000]
 
 `raw COPY`: psycopg's COPY of the rows (already Python values in memory) into a fresh table with
-a primary key, in one transaction: the floor. `destination`: the PostgreSQL destination's
-`deliver` of the same rows as `upsert` batches of `--batch` records (its default is 50,000; 1,000
-before), each batch its own transaction, after its `prepare` has created the table (untimed, as
-the raw side's CREATE TABLE is). Rounds are interleaved; reported: seconds (median of the
-rounds) and the destination against the floor (the median of each round's ratio; >= 0.8x is
-issue 21's target).
+a primary key, in one transaction: the floor. `raw binary COPY`: the same in PostgreSQL's binary
+format (the destination's own where the types allow), for reference. `destination`: the
+PostgreSQL destination's `deliver` of the same rows as `upsert` batches of `--batch` records
+(its default is 50,000; 1,000 before), each batch its own transaction, after its `prepare` has
+created the table (untimed, as the raw side's CREATE TABLE is). Rounds are interleaved;
+reported: seconds (median of the rounds) and each contender against the floor (the median of
+each round's ratio; >= 0.8x is issue 21's target).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def libpq(url: str) -> str:
     return sa.make_url(url).set(drivername="postgresql").render_as_string(False)
 
 
-def raw_copy(url: str, data: list[tuple[Any, ...]]) -> float:
+def raw_copy(url: str, data: list[tuple[Any, ...]], binary: bool = False) -> float:
     with psycopg.connect(libpq(url)) as conn:
         conn.execute("drop table if exists bench_raw")
         conn.execute(
@@ -57,7 +58,10 @@ def raw_copy(url: str, data: list[tuple[Any, ...]]) -> float:
         )
         conn.commit()
         began = time.perf_counter()
-        with conn.cursor() as cur, cur.copy("copy bench_raw from stdin") as copy:
+        statement = "copy bench_raw from stdin" + (" (format binary)" if binary else "")
+        with conn.cursor() as cur, cur.copy(statement) as copy:
+            if binary:
+                copy.set_types(["int8", "text", "text", "numeric", "timestamptz"])
             for row in data:
                 copy.write_row(row)
         conn.commit()
@@ -102,9 +106,11 @@ def main() -> None:
     # a slow moment of the machine (or of PostgreSQL's checkpoints) hits both sides alike; the
     # ratio is the median of the rounds' own ratios.
     floors: list[float] = []
+    binary: list[float] = []
     took: dict[int, list[float]] = {b: [] for b in args.batch}
     for _ in range(args.repeat):
         floors.append(raw_copy(url, data))
+        binary.append(raw_copy(url, data, binary=True))
         for batch in args.batch:
             took[batch].append(destination(url, data, batch))
     floor = statistics.median(floors)
@@ -112,6 +118,9 @@ def main() -> None:
     print("| contender | median s | rows/s | vs raw COPY (median of the rounds' ratios) |")
     print("|---|---:|---:|---:|")
     print(f"| raw COPY | {floor:.2f} | {args.rows / floor:,.0f} | 1.00x |")
+    fastest = statistics.median(binary)
+    ratio = statistics.median(f / t for f, t in zip(floors, binary, strict=True))
+    print(f"| raw binary COPY | {fastest:.2f} | {args.rows / fastest:,.0f} | {ratio:.2f}x |")
     for batch in args.batch:
         median_s = statistics.median(took[batch])
         ratio = statistics.median(f / t for f, t in zip(floors, took[batch], strict=True))
