@@ -311,6 +311,16 @@ def test_syncs_overlap_and_a_killed_worker_loses_nothing(
         }
         for key in ("DAGSTER_HOME", "DAGSTER_PG_URL"):
             monkeypatch.setenv(key, env[key])
+        # Dagster's storage is created once, before the services: started together on a fresh
+        # database, the webserver and the daemon may both create it, and one dies ("type
+        # event_logs already exists"; compose restarts it, this test would not).
+        subprocess.run(
+            [str(BIN / "dagster"), "instance", "migrate"],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         started, t0 = time.monotonic(), time.time()
         # cwd: not the repository, whose .env (a developer's DAGSTER_HOME) dagster would load.
         stack.enter_context(

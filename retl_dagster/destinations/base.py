@@ -106,10 +106,14 @@ class EncodedRows:
 
 
 def concatenated(texts: pa.StringArray) -> bytes:
-    """The array's strings end to end, as bytes, copied out of its buffers (a null reads as
-    nothing)."""
+    """The array's strings end to end, as bytes, copied out of its buffers. It must hold no
+    null (Arrow lets a null's slot hold bytes)."""
     if not len(texts):
         return b""
+    if texts.null_count:
+        raise ValueError("concatenated: the array holds nulls")
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        texts = texts.cast(pa.string())  # another layout (string views): not DuckDB's default
     _, offsets, data = texts.buffers()
     if data is None:
         return b""

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from retl_dagster.common.encoding import json_text_sql, to_json_value
-from retl_dagster.destinations.base import Batch, BatchResult
+from retl_dagster.destinations.base import Batch, BatchResult, concatenated
 from retl_dagster.destinations.impl.webhook import WebhookConfig, WebhookDestination
 from retl_dagster.engine import diff
 from retl_dagster.engine.config import SyncConfig
@@ -294,3 +294,15 @@ def test_a_duckdb_warehouse_encodes_as_it_reads_and_sends_what_records_send(
     assert all(same(a, b) for a, b in zip(sent[True], sent[False], strict=True)), sent
     some = next(r for r in sent[True] if r["id"] == "1")["fields"]
     assert some["META"] == '{"a": [1]}' and some["UID"] == "00000000-0000-0000-0000-000000000001"
+
+
+def test_concatenated_reads_a_slice_s_own_bytes_in_every_string_layout() -> None:
+    texts = pa.array(["ab", "", "c", "dé"])
+    for layout in (pa.string(), pa.large_string(), pa.string_view()):
+        arr = texts.cast(layout)
+        assert concatenated(arr) == "abcdé".encode()
+        assert concatenated(arr.slice(2, 2)) == "cdé".encode()
+        assert concatenated(arr.slice(4, 0)) == b""
+    # A null's slot may hold bytes in Arrow: refused rather than read.
+    with pytest.raises(ValueError, match="nulls"):
+        concatenated(pa.array(["a", None]))
