@@ -75,15 +75,13 @@ class EncodedRows:
     ops: pa.StringArray
     """As `Record.op`."""
     keys: pa.StringArray
-    fields_json: pa.StringArray
-    """The JSON object of the record's fields (a Record's `fields`, encoded); null for a
-    removed record."""
-    hashes: pa.StringArray
-    """As `Record.hash` (null for a removed record)."""
     idents: pa.StringArray
     """What `Batch.batch_id` hashes for the record, where it has a hash (null elsewhere)."""
-    items: pa.StringArray
-    """`Destination.item_sql`'s text for the record, after a comma (null without one)."""
+    fields_json: pa.StringArray | None
+    """The JSON object of the record's fields (a Record's `fields`, encoded); null for a
+    removed record. None where the destination has `item_sql`: its items carry them."""
+    items: pa.StringArray | None
+    """`Destination.item_sql`'s text for each record, after a comma (None without one)."""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -93,14 +91,18 @@ class EncodedRows:
         return EncodedRows(
             self.ops.slice(start, length),
             self.keys.slice(start, length),
-            self.fields_json.slice(start, length),
-            self.hashes.slice(start, length),
             self.idents.slice(start, length),
-            self.items.slice(start, length),
+            None if self.fields_json is None else self.fields_json.slice(start, length),
+            None if self.items is None else self.items.slice(start, length),
         )
 
     def fields(self, i: int) -> dict[str, Any]:
-        """Record i's fields as values (for messages and samples, not the hot path)."""
+        """Record i's fields as values (for messages and samples, not the hot path): from its
+        item's `fields` member where items carry them."""
+        if self.fields_json is None:
+            assert self.items is not None
+            item: dict[str, Any] = orjson.loads(self.items[i].as_py()[1:])
+            return dict(item.get("fields") or {})
         text = self.fields_json[i].as_py()
         return orjson.loads(text) if text is not None else {}
 
@@ -327,9 +329,10 @@ class Destination(ABC, Generic[ConfigT]):
     """True: where a sync's mapping is plain, `deliver` gets `Batch.rows` (fields already JSON,
     encoded by DuckDB) instead of `Batch.records`; it must handle both."""
     item_sql: ClassVar[str | None] = None
-    """With `encoded_rows`: DuckDB SQL of one record's request item as JSON text, over the
+    """With `encoded_rows`: DuckDB SQL of one record's request item, a JSON object, over the
     encoded record's `op`, `key` and `fields` (JSON text; null for a removed record). The load
-    writes it for every row into `EncodedRows.items`."""
+    writes it for every row into `EncodedRows.items`, instead of the fields alone: the item's
+    `fields` member, if any, is what a rejected record's sample shows."""
     reports_match: ClassVar[bool] = False
     """Audience and conversion destinations: runs show identified rows and the match rate."""
     event_time_field: ClassVar[str | None] = None

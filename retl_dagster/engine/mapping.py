@@ -72,18 +72,15 @@ def column_encoder(type_: pa.DataType) -> Callable[[Any], Any] | None:
 def encoded_rows(table: pa.Table | pa.RecordBatch) -> EncodedRows:
     """The encoded columns of a result of `FieldsEncoder.select_sql`."""
 
-    def column(name: str) -> pa.StringArray:
+    def column(name: str) -> pa.StringArray | None:
+        if name not in table.column_names:
+            return None
         values = table.column(name)
         return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
-    return EncodedRows(
-        ops=column("op"),
-        keys=column("key"),
-        fields_json=column("fields"),
-        hashes=column("hash"),
-        idents=column("ident"),
-        items=column("item"),
-    )
+    ops, keys, idents = column("op"), column("key"), column("ident")
+    assert ops is not None and keys is not None and idents is not None
+    return EncodedRows(ops, keys, idents, fields_json=column("fields"), items=column("item"))
 
 
 class FieldsEncoder:
@@ -133,10 +130,12 @@ class FieldsEncoder:
         else:
             removed_op, removed_fields = "'removed'", "null"
         # The text Batch.batch_id hashes per record (null without a hash), and the
-        # destination's request item after a comma, so a batch's items are one run of bytes.
-        item = f"',' || ({self.item_sql})" if self.item_sql else "null::varchar"
-        return f"""select *, chr(31) || op || chr(30) || key || chr(30) || hash as ident,
-            {item} as item
+        # destination's request item after a comma, so a batch's items are one run of bytes;
+        # the items carry the fields, which are then not written twice.
+        item = f", ',' || ({self.item_sql}) as item" if self.item_sql else ""
+        dropped = "fields, hash" if self.item_sql else "hash"
+        return f"""select * exclude ({dropped}),
+            chr(31) || op || chr(30) || key || chr(30) || hash as ident {item}
         from (select
             case when _retl_op = 'removed' then {removed_op} else {op} end as op,
             _retl_key::varchar as key,

@@ -39,6 +39,7 @@ class WebhookDestination(Destination[WebhookConfig]):
         if batch.rows is not None:
             # Each record's item is JSON already (written by DuckDB from `item_sql`, after a
             # comma): the batch's are one run of bytes, spliced in as they are.
+            assert batch.rows.items is not None  # the load writes them: `item_sql` is set
             records = orjson.Fragment(b"[%b]" % concatenated(batch.rows.items)[1:])
         else:
             records = [
