@@ -42,9 +42,13 @@ class HttpSettings(DestinationConfig):
 class TransientHttpError(Exception):
     """Worth another attempt, after `retry_after_s` when the server said so."""
 
-    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, reason: str, retry_after_s: float | None = None, throttled: bool = False
+    ) -> None:
         super().__init__(reason)
         self.retry_after_s = retry_after_s
+        self.throttled = throttled
+        """The answer was a 429."""
 
 
 MAX_BUDGET_WAIT_S = 300.0
@@ -80,16 +84,29 @@ def retry_after_header(response: httpx.Response) -> float | None:
 
 
 class _WaitHintOrBackoff(tenacity.wait.wait_base):
-    """The server's wait hint when it gave one, else exponential backoff with jitter."""
+    """The server's wait hint when it gave one, else exponential backoff with jitter. A
+    client that paces itself (`paced`: a rate budget) retries its first 429 without a wait of
+    its own, the budget pacing the retry: at the API's own rate, such a 429 is a few ms of
+    difference between when a slot was taken and when the request arrived (Segment at 50/s
+    with 8 threads: 30 in 1,000 requests, each costing ~1 s of backoff); a second one in a row
+    backs off."""
 
-    def __init__(self, initial: float, maximum: float) -> None:
+    def __init__(self, initial: float, maximum: float, paced: bool = False) -> None:
         self.backoff = tenacity.wait_exponential_jitter(initial=initial, max=maximum)
         self.maximum = maximum
+        self.paced = paced
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(exc, TransientHttpError) and exc.retry_after_s is not None:
             return min(exc.retry_after_s, self.maximum)
+        if (
+            self.paced
+            and isinstance(exc, TransientHttpError)
+            and exc.throttled
+            and retry_state.attempt_number == 1
+        ):
+            return 0.0
         return float(self.backoff(retry_state))
 
 
@@ -134,7 +151,11 @@ class HttpClient:
         """Send with rate limiting and retries; return the first non-transient response."""
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientHttpError),
-            wait=_WaitHintOrBackoff(self.settings.backoff_initial_s, self.settings.backoff_max_s),
+            wait=_WaitHintOrBackoff(
+                self.settings.backoff_initial_s,
+                self.settings.backoff_max_s,
+                paced=self.limiter is not None,
+            ),
             stop=tenacity.stop_after_attempt(self.settings.max_attempts),
             reraise=True,
         )
@@ -173,7 +194,9 @@ class HttpClient:
             if response.status_code == 429:
                 self.throttled += 1
             raise TransientHttpError(
-                f"HTTP {response.status_code}: {response.text[:200]}", self.wait_hint(response)
+                f"HTTP {response.status_code}: {response.text[:200]}",
+                self.wait_hint(response),
+                throttled=response.status_code == 429,
             )
         return response
 
