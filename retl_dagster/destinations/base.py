@@ -83,9 +83,6 @@ class EncodedRows:
     items: pa.StringArray | None
     """`Destination.item_sql`'s text for each record, after a comma (None without one)."""
 
-    def __len__(self) -> int:
-        return len(self.keys)
-
     def slice(self, start: int, length: int) -> EncodedRows:
         """Rows `start` to `start + length` (no copy)."""
         return EncodedRows(

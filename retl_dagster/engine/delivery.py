@@ -512,18 +512,15 @@ def load(
             )
             encoding = _encoding_read(wh, encoder, source, run_id)
             reads = wh.detached_stream(encoding or source, [run_id], batch_size=per_read)
+            # The read's rows as encoded rows: encoded by the read itself, or by the encoder
+            # (None: the mapping or a column's type needs Records).
+            encode = encoded_rows if encoding is not None else encoder.of if encoder else None
             while True:
                 began = time.monotonic()
                 read = next(reads, None)
                 if read is None:
                     break
-                encoded = (
-                    encoded_rows(read)
-                    if encoding is not None
-                    else encoder.of(read)
-                    if encoder
-                    else None
-                )
+                encoded = encode(read) if encode else None
                 mapped = mapper.records(read) if encoded is None else []
                 result.stage_s["map"] += time.monotonic() - began
                 for start in range(0, read.num_rows, batch_size):

@@ -147,8 +147,6 @@ class FieldsEncoder:
     def of(self, rb: pa.RecordBatch) -> EncodedRows | None:
         """The batch's rows encoded, or None where the mapping or a column's type needs
         Records."""
-        if not self.mapper.plain:
-            return None
         if self.schema is None or not rb.schema.equals(self.schema):
             self.schema, self.sql = rb.schema, self.select_sql(rb.schema)
         if self.sql is None:

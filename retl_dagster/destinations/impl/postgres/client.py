@@ -130,6 +130,9 @@ class PostgresDestination(Destination[PostgresConfig]):
         self.mapped: frozenset[str] = frozenset()
         """The sync's mapped field names (a record carries all, or some where nulls are left
         out)."""
+        self.binary: dict[str, tuple[str, Callable[[Any], bool]] | None] = {}
+        """Per column of the table: psycopg's type for a binary COPY and the Python values it
+        takes (BINARY_COPY), or None where the column goes as text."""
 
     def prepare(
         self,
@@ -184,6 +187,13 @@ class PostgresDestination(Destination[PostgresConfig]):
                 f"add a primary key or unique index on it (record matching needs one)"
             )
         self.table = table
+        # Each column's binary COPY type (None: text), worked out once, not once a batch.
+        self.binary = {
+            c.name: BINARY_COPY.get(
+                re.sub(r"\(.*\)", "", c.type.compile(dialect=self.engine.dialect)).strip()
+            )
+            for c in table.columns
+        }
 
     def check(self, object_: str | None = None) -> str:
         """Log in and, for a sync's `object`, read the table's columns and this user's
@@ -384,12 +394,9 @@ class PostgresDestination(Destination[PostgresConfig]):
     ) -> list[str] | None:
         """psycopg's type of each column for a binary COPY of `records`, or None where one
         column's type (or its values, judged by the first that is not null) needs text."""
-        assert self.table is not None
-        dialect = self.engine.dialect
         types: list[str] = []
         for i, c in enumerate(cols):
-            name = re.sub(r"\(.*\)", "", self.table.c[c].type.compile(dialect=dialect))
-            binary = BINARY_COPY.get(name.strip())
+            binary = self.binary.get(c)
             if binary is None:
                 return None
             values = (
