@@ -138,14 +138,28 @@ def test_the_same_sync_twice_runs_once(
 ) -> None:
     make_customers(warehouse_path, 200)
     receiver.delay_s = 0.2
+    # The first batch is held until the second run has been tried, so the first run is still
+    # running then however slowly this process builds its definitions (a busy machine once
+    # let the first run finish first).
+    arrived, released = threading.Event(), threading.Event()
+
+    def hold(body: dict[str, object]) -> None:
+        if arrived.is_set():
+            return  # only the first request is held
+        arrived.set()
+        released.wait(timeout=120)
+
+    receiver.before_answer = hold
     proc = child(tmp_path, dict(os.environ), SYNC, "customers_hook")
     deadline = time.monotonic() + 60
-    while not receiver.requests:
+    while not arrived.wait(timeout=0.02):
         assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
-    defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC)
-    with pytest.raises(SyncAlreadyRunning, match="sync customers_hook is already running"):
-        run_sync(defs, "customers_hook", home_instance)
+    try:
+        defs = defs_from_yaml(WEBHOOK_DESTINATION, SYNC)
+        with pytest.raises(SyncAlreadyRunning, match="sync customers_hook is already running"):
+            run_sync(defs, "customers_hook", home_instance)
+    finally:
+        released.set()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert json.loads(out.splitlines()[-1])["succeeded"] == 200
