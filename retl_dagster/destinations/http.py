@@ -85,29 +85,39 @@ def retry_after_header(response: httpx.Response) -> float | None:
 
 class _WaitHintOrBackoff(tenacity.wait.wait_base):
     """The server's wait hint when it gave one, else exponential backoff with jitter. A
-    client that paces itself (`paced`: a rate budget) retries its first 429 without a wait of
-    its own, the budget pacing the retry: at the API's own rate, such a 429 is a few ms of
-    difference between when a slot was taken and when the request arrived (Segment at 50/s
-    with 8 threads: 30 in 1,000 requests, each costing ~1 s of backoff); a second one in a row
-    backs off."""
+    client that paces itself (`pace_s`: its budget's interval between requests) retries its
+    first 429 after that interval, with the budget slot the refused request already took
+    (`HttpClient.request`): at the API's own rate such a 429 is timing, an earlier request
+    that reached the API's count later than it was sent (one held up 100-300 ms fills the
+    window for the next ones), and the API did not count the refused one; a backoff or a
+    second slot would cost more than the 429 itself. A second one in a row backs off, through
+    the budget."""
 
-    def __init__(self, initial: float, maximum: float, paced: bool = False) -> None:
+    def __init__(self, initial: float, maximum: float, pace_s: float | None = None) -> None:
         self.backoff = tenacity.wait_exponential_jitter(initial=initial, max=maximum)
         self.maximum = maximum
-        self.paced = paced
+        self.pace_s = pace_s
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(exc, TransientHttpError) and exc.retry_after_s is not None:
             return min(exc.retry_after_s, self.maximum)
-        if (
-            self.paced
-            and isinstance(exc, TransientHttpError)
-            and exc.throttled
-            and retry_state.attempt_number == 1
-        ):
-            return 0.0
+        if _slot_kept(self.pace_s, retry_state.attempt_number, exc):
+            assert self.pace_s is not None
+            return self.pace_s
         return float(self.backoff(retry_state))
+
+
+def _slot_kept(pace_s: float | None, attempt: int, exc: BaseException | None) -> bool:
+    """Whether the retry after attempt `attempt` (which raised `exc`) reuses that attempt's
+    budget slot: a paced client's first 429 that named no wait."""
+    return (
+        pace_s is not None
+        and attempt == 1
+        and isinstance(exc, TransientHttpError)
+        and exc.throttled
+        and exc.retry_after_s is None
+    )
 
 
 class HttpClient:
@@ -140,6 +150,13 @@ class HttpClient:
         rates = rates_for(rps, api_window, settings.requests_per_day)
         # One budget for the destination, shared by every run and process using it.
         self.limiter = shared_limiter(destination, rates) if rates else None
+        self.pace_s = (
+            min(rates[0].interval / rates[0].limit / 1000, settings.backoff_initial_s)
+            if rates
+            else None
+        )
+        """The budget's interval between requests at its shortest window's rate, at most the
+        first backoff (None: no budget)."""
         self.attempts = 0
         """Requests sent, retries included."""
         self.throttled = 0
@@ -152,15 +169,25 @@ class HttpClient:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientHttpError),
             wait=_WaitHintOrBackoff(
-                self.settings.backoff_initial_s,
-                self.settings.backoff_max_s,
-                paced=self.limiter is not None,
+                self.settings.backoff_initial_s, self.settings.backoff_max_s, self.pace_s
             ),
             stop=tenacity.stop_after_attempt(self.settings.max_attempts),
             reraise=True,
         )
+        attempt = 0
+        slot_kept = False
+
+        def once() -> httpx.Response:
+            nonlocal attempt, slot_kept
+            attempt += 1
+            try:
+                return self._once(method, url, take_slot=not slot_kept, **kwargs)
+            except TransientHttpError as exc:
+                slot_kept = _slot_kept(self.pace_s, attempt, exc)
+                raise
+
         try:
-            response: httpx.Response = retrying(self._once, method, url, **kwargs)
+            response: httpx.Response = retrying(once)
         except TransientHttpError as exc:
             raise GaveUp(
                 f"destination '{self.destination}': {method} {url} failed "
@@ -171,9 +198,11 @@ class HttpClient:
             raise self.refused(response)
         return response
 
-    def _once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        if self.limiter is not None and not self.limiter.try_acquire(
-            self.destination, timeout=MAX_BUDGET_WAIT_S
+    def _once(self, method: str, url: str, take_slot: bool = True, **kwargs: Any) -> httpx.Response:
+        if (
+            take_slot
+            and self.limiter is not None
+            and not self.limiter.try_acquire(self.destination, timeout=MAX_BUDGET_WAIT_S)
         ):
             raise BudgetSpent(
                 f"destination '{self.destination}': no request allowed within "

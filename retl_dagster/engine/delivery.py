@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from queue import SimpleQueue
 from typing import Any
 
 import pyarrow as pa
@@ -343,7 +344,8 @@ def load(
     """Deliver run `run_id`'s diff to `destination`. `salt`: a replay's, for fresh batch ids.
 
     Up to `destination.concurrency` batches are in flight at once (threads: the clients block
-    on the network, which frees the GIL, and mapping the next batch overlaps their waits).
+    on the network, which frees the GIL, and mapping the next batch overlaps their waits); the
+    next is handed out as soon as any of them is answered.
     Acknowledged outcomes are committed together at most every COMMIT_EVERY_S seconds (or
     COMMIT_EVERY_RECORDS records): one warehouse transaction per batch would cost more than
     the batch. A crash loses at most those uncommitted acknowledgements, which the next run
@@ -499,7 +501,11 @@ def load(
         if progress:
             progress(done, result.planned)
 
-    in_flight: deque[_Sent] = deque()
+    # Batches in flight, and their answers as they come: the next batch is handed out when any
+    # one is answered, not the oldest, so a batch waiting out a backoff (a 429) holds only its
+    # own thread. Settled oldest first, one batch's 1-2 s backoff left every other thread idle.
+    in_flight: dict[Future[BatchResult], _Sent] = {}
+    answered: SimpleQueue[Future[BatchResult]] = SimpleQueue()
     failure: BaseException | None = None
     delivering = time.monotonic()
     with ThreadPoolExecutor(max_workers=destination.concurrency) as pool:
@@ -537,15 +543,16 @@ def load(
                         rows=None if encoded is None else encoded.slice(start, batch_size),
                     )
                     answer = pool.submit(_deliver, destination, batch)
-                    in_flight.append(_Sent(answer, rb, batch))
-                    while len(in_flight) >= destination.concurrency:
-                        settle(in_flight.popleft())
+                    in_flight[answer] = _Sent(answer, rb, batch)
+                    answer.add_done_callback(answered.put)
+                    if len(in_flight) >= destination.concurrency:
+                        settle(in_flight.pop(answered.get()))
         except BaseException as exc:  # noqa: BLE001 - re-raised below, after what was acked is kept
             failure = exc
         # Batches already sent are answered and their acknowledgements kept, even when
         # delivery cannot go on: the next run must not resend what the destination has.
         while in_flight:
-            sent = in_flight.popleft()
+            sent = in_flight.pop(answered.get())
             try:
                 settle(sent)
             except BaseException as exc:  # noqa: BLE001

@@ -133,3 +133,55 @@ def test_a_daily_quota_is_shared_and_a_spent_one_stops_the_run_saying_so(
     assert sent == "2" and len(seen) == 5
     assert "destination 'crm'" in message and "daily quota (requests_per_day: 5)" in message
     assert "Fix:" in message
+
+
+@pytest.mark.parametrize(
+    ("answers", "slots"),
+    [
+        # A first 429 is retried with the slot the refused request took: the API did not
+        # count it, and a second slot would leave the budget one request short for it.
+        ([429, 200], 1),
+        # A second 429 in a row backs off and takes a slot again.
+        ([429, 429, 200], 2),
+        # So does a retry after a wait the API asked for.
+        (["429 Retry-After", 200], 2),
+        # And any other transient failure.
+        ([503, 200], 2),
+    ],
+)
+def test_a_first_429_is_retried_without_another_request_from_the_budget(
+    answers: list[int | str], slots: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retl_dagster.destinations.http import HttpClient, HttpSettings
+
+    monkeypatch.setenv("RETL_RATE_LIMITS", "memory")
+    queue = list(answers)
+
+    def app(environ: dict[str, object], start_response: object) -> object:
+        answer = queue.pop(0)
+        if answer == "429 Retry-After":
+            response = Response("slow down", status=429, headers={"Retry-After": "0"})
+        else:
+            response = Response("ok" if answer == 200 else "no", status=int(answer))
+        return response(environ, start_response)  # type: ignore[arg-type]
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = HttpSettings(requests_per_second=50, backoff_initial_s=0.01)
+        client = HttpClient("crm", settings, base_url=f"http://127.0.0.1:{server.server_port}")
+        assert client.limiter is not None
+        taken = 0
+        acquire = client.limiter.try_acquire
+
+        def counted(name: str, timeout: float) -> bool:
+            nonlocal taken
+            taken += 1
+            return acquire(name, timeout)
+
+        monkeypatch.setattr(client.limiter, "try_acquire", counted)
+        assert client.request("GET", "/ping").status_code == 200
+    finally:
+        server.shutdown()
+    assert not queue and client.attempts == len(answers)
+    assert taken == slots

@@ -298,23 +298,23 @@ def test_a_secret_written_into_the_auth_is_refused() -> None:
         defs_from_yaml(dest("auth: {type: bearer, token: literal}"), sync())
 
 
-def test_a_client_that_paces_itself_retries_its_first_429_through_its_budget() -> None:
-    """At the API's own rate a 429 is a few ms between taking a budget slot and arriving: the
-    retry waits for the next slot only. A second 429 in a row, or a client with no budget,
-    backs off; a wait the server asks for is always kept."""
+def test_a_client_that_paces_itself_retries_its_first_429_after_one_interval() -> None:
+    """At the API's own rate a 429 is a few ms between when a request was sent and when the API
+    counted it: the retry waits one interval of the budget's rate. A second 429 in a row, or a
+    client with no budget, backs off; a wait the server asks for is always kept."""
     import tenacity
 
     from retl_dagster.destinations.http import TransientHttpError, _WaitHintOrBackoff
 
-    def wait(paced: bool, attempt: int, error: TransientHttpError) -> float:
+    def wait(pace_s: float | None, attempt: int, error: TransientHttpError) -> float:
         state = tenacity.RetryCallState(tenacity.Retrying(), fn=None, args=(), kwargs={})
         state.attempt_number = attempt
         state.set_exception((TransientHttpError, error, None))
-        return _WaitHintOrBackoff(0.5, 60.0, paced=paced)(state)
+        return _WaitHintOrBackoff(0.5, 60.0, pace_s)(state)
 
     throttled = TransientHttpError("HTTP 429", throttled=True)
-    assert wait(True, 1, throttled) == 0.0
-    assert wait(True, 2, throttled) >= 1.0
-    assert wait(False, 1, throttled) >= 0.5
-    assert wait(True, 1, TransientHttpError("HTTP 503")) >= 0.5
-    assert wait(True, 1, TransientHttpError("HTTP 429", 7.0, throttled=True)) == 7.0
+    assert wait(0.02, 1, throttled) == 0.02
+    assert wait(0.02, 2, throttled) >= 1.0
+    assert wait(None, 1, throttled) >= 0.5
+    assert wait(0.02, 1, TransientHttpError("HTTP 503")) >= 0.5
+    assert wait(0.02, 1, TransientHttpError("HTTP 429", 7.0, throttled=True)) == 7.0
