@@ -501,9 +501,8 @@ def load(
         if progress:
             progress(done, result.planned)
 
-    # Batches in flight, and their answers as they come: the next batch is handed out when any
-    # one is answered, not the oldest, so a batch waiting out a backoff (a 429) holds only its
-    # own thread. Settled oldest first, one batch's 1-2 s backoff left every other thread idle.
+    # Batches in flight, and their answers in the order they come: a batch waiting out a
+    # backoff (a 429) holds only its own thread, not the next batch's hand-out.
     in_flight: dict[Future[BatchResult], _Sent] = {}
     answered: SimpleQueue[Future[BatchResult]] = SimpleQueue()
     failure: BaseException | None = None
